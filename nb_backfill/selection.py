@@ -1,0 +1,114 @@
+"""The one parser from a user's choice of partitions to keys, shared by the API, widget, magic and CLI.
+
+A choice is everything, a list of keys (a Python list, or a comma-separated string where a key with
+a comma is quoted or backslash-escaped), or an inclusive from-to range. Keys come back in definition
+order. Every mistake raises a SelectionError that names the bad value and what would be valid.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from datetime import datetime
+
+from .errors import SelectionError, UnknownPartitionError, quoted_list
+from .partitions import PartitionKeyRange, PartitionsDefinition
+
+CHOICES = "a list of partitions, a from/to range, or all"
+
+
+def split_keys(text: str) -> list[str]:
+    """Keys from a comma-separated string: `a,b`, `"a,1",b` or `a\\,1,b`; blanks around keys dropped."""
+    if not isinstance(text, str):
+        raise SelectionError(f"partitions must be a string or a list of strings, got {text!r}")
+    if not text.strip():
+        return []
+    row = next(csv.reader([text], skipinitialspace=True, escapechar="\\", strict=True))
+    return [key.strip() for key in row if key.strip()]
+
+
+def _as_key_list(partitions: str | Sequence[str]) -> list[str]:
+    if isinstance(partitions, str):
+        return split_keys(partitions)
+    if not isinstance(partitions, Sequence) and not isinstance(partitions, (set, frozenset)):
+        raise SelectionError(f"partitions must be a string or a list of strings, got {partitions!r}")
+    keys = list(partitions)
+    not_str = [k for k in keys if not isinstance(k, str)]
+    if not_str:
+        raise SelectionError(f"partition keys must be strings, got {quoted_list([repr(k) for k in not_str])}")
+    return keys
+
+
+def _chosen(partitions: object, from_: object, to: object, all: bool) -> list[str]:
+    chosen = []
+    if partitions is not None:
+        chosen.append("a list of partitions")
+    if from_ is not None or to is not None:
+        chosen.append("a from/to range")
+    if all:
+        chosen.append("all")
+    return chosen
+
+
+def select_partitions(
+    partitions_def: PartitionsDefinition,
+    partitions: str | Sequence[str] | None = None,
+    *,
+    from_: str | None = None,
+    to: str | None = None,
+    all: bool = False,
+    current_time: datetime | None = None,
+) -> list[str]:
+    """The keys a user chose, in definition order, without duplicates.
+
+    Exactly one of `partitions`, a range (`from_` and/or `to`; a missing end means the first or last
+    partition) or `all=True`. Raises SelectionError for anything else.
+    """
+    if not isinstance(partitions_def, PartitionsDefinition):
+        raise SelectionError(f"expected a partitions definition, got {partitions_def!r}")
+    chosen = _chosen(partitions, from_, to, all)
+    if len(chosen) > 1:
+        raise SelectionError(f"choose one selection: {CHOICES}; got {' and '.join(chosen)}")
+    if not chosen:
+        raise SelectionError(f"no partitions selected: choose {CHOICES}")
+
+    if all:
+        keys = partitions_def.get_partition_keys(current_time)
+        if not keys:
+            raise SelectionError("the selection is empty: the definition has no partitions yet")
+        return keys
+    if partitions is not None:
+        return _select_list(partitions_def, _as_key_list(partitions), current_time)
+    return _select_range(partitions_def, from_, to, current_time)
+
+
+def _select_list(definition: PartitionsDefinition, wanted: list[str], current_time: datetime | None) -> list[str]:
+    if not wanted:
+        raise SelectionError("the selection is empty: the list of partitions has no keys")
+    keys = definition.get_partition_keys(current_time)
+    position = {key: i for i, key in enumerate(keys)}
+    unknown = [key for key in dict.fromkeys(wanted) if key not in position]
+    if unknown:
+        error = definition.unknown_key_error(unknown[0], current_time)
+        others = f" (also unknown: {quoted_list(unknown[1:])})" if len(unknown) > 1 else ""
+        raise UnknownPartitionError(f"{error}{others}")
+    return [keys[i] for i in sorted({position[key] for key in wanted})]
+
+
+def _select_range(
+    definition: PartitionsDefinition, from_: str | None, to: str | None, current_time: datetime | None
+) -> list[str]:
+    for name, value in (("from", from_), ("to", to)):
+        if value is not None and (not isinstance(value, str) or not value.strip()):
+            raise SelectionError(f"{name} must be a partition key, got {value!r}")
+    start = from_.strip() if from_ is not None else definition.get_first_partition_key(current_time)
+    end = to.strip() if to is not None else definition.get_last_partition_key(current_time)
+    if start is None or end is None:
+        raise SelectionError("the selection is empty: the definition has no partitions yet")
+    keys = definition.get_partition_keys_in_range(PartitionKeyRange(start, end), current_time)
+    if not keys:
+        raise SelectionError(
+            f"from {start!r} comes after to {end!r}: ranges are inclusive and run in definition order, "
+            f"so swap them (from {end!r} to {start!r})"
+        )
+    return keys

@@ -1,0 +1,32 @@
+"""The package installs on its own: no Dagster, and CI runs exactly the README's test command."""
+
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).parent.parent
+
+
+def test_dagster_is_never_a_dependency_nor_imported():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    every_requirement = project["dependencies"] + sum(project["optional-dependencies"].values(), [])
+    assert not [r for r in every_requirement if "dagster" in r.lower()]
+    code = "import sys, nb_backfill; print(sorted(m for m in sys.modules if 'dagster' in m))"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text()
+    commands = re.findall(r"```bash\n(.+?)\n```", readme)
+    assert len(commands) == 2
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert commands[1] in ci.splitlines()
+
+
+def test_quickstart_runs():
+    result = subprocess.run([sys.executable, str(ROOT / "examples" / "quickstart.py")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "2024-11-03-01:00-0500" in result.stdout
+    assert "did you mean '2024-03-10'" in result.stdout

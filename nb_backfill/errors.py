@@ -27,3 +27,15 @@ def quoted_list(values: list[str], limit: int = 5) -> str:
     shown = ", ".join(repr(v) for v in values[:limit])
     more = len(values) - limit
     return shown + (f" and {more} more" if more > 0 else "")
+
+
+class InvalidOptionError(NbBackfillError, ValueError):
+    """A launch option (coordinator, concurrency, executor, order...) has a value it cannot take."""
+
+
+class UnknownBackfillError(NbBackfillError, LookupError):
+    """No backfill with that id in the store."""
+
+
+class BackfillStateError(NbBackfillError, RuntimeError):
+    """The backfill cannot do that now (e.g. resume one that another process is running)."""

@@ -1,0 +1,53 @@
+"""Executors: run one job for one partition and report events, behind one small interface.
+
+An executor has a `name`, `max_workers`, `submit(job, request)`, `cancel(run_id) -> bool` (True when
+the run had not started, so it never will) and `shutdown()`; it reports through the `emit` callback
+it was made with. "thread" runs in the kernel, "process" in worker processes.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Protocol
+
+from ..errors import InvalidOptionError, quoted_list
+from ..jobs import Job
+from .run import Emit, RunRequest
+
+EXECUTORS = ("thread", "process")
+
+
+class Executor(Protocol):
+    name: str
+    max_workers: int
+
+    def submit(self, job: Job, request: RunRequest) -> None: ...
+
+    def cancel(self, run_id: str) -> bool: ...
+
+    def shutdown(self) -> None: ...
+
+
+def default_workers(executor: str) -> int:
+    """Threads overlap waiting on I/O, so more than cores; processes compute, so one per core."""
+    cores = os.cpu_count() or 1
+    return min(32, cores + 4) if executor == "thread" else cores
+
+
+def check_executor(executor: str) -> str:
+    if executor not in EXECUTORS:
+        raise InvalidOptionError(f"executor must be one of {quoted_list(list(EXECUTORS))}, got {executor!r}")
+    return executor
+
+
+def make_executor(executor: str, max_workers: int, emit: Emit) -> Executor:
+    if check_executor(executor) == "thread":
+        from .thread import ThreadExecutor
+
+        return ThreadExecutor(max_workers, emit)
+    from .process import ProcessExecutor
+
+    return ProcessExecutor(max_workers, emit)
+
+
+__all__ = ["EXECUTORS", "Executor", "RunRequest", "default_workers", "make_executor"]

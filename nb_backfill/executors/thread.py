@@ -1,0 +1,71 @@
+"""The thread executor: runs execute in a pool of threads inside the kernel, seeing notebook globals."""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+
+from ..jobs import Job
+from .run import Emit, RunRequest, execute_run, install_capture
+
+
+class ThreadExecutor:
+    """A fixed pool of worker threads taking runs from one queue."""
+
+    name = "thread"
+
+    def __init__(self, max_workers: int, emit: Emit):
+        install_capture()
+        self.max_workers = max_workers
+        self._emit = emit
+        self._queue: deque[tuple[Job, RunRequest]] = deque()
+        self._canceled: dict[str, threading.Event] = {}
+        self._lock = threading.Condition()
+        self._stopping = False
+        self._threads = [
+            threading.Thread(target=self._work, name=f"nb_backfill-thread-{i}", daemon=True) for i in range(max_workers)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, job: Job, request: RunRequest) -> None:
+        with self._lock:
+            self._canceled[request.run_id] = threading.Event()
+            self._queue.append((job, request))
+            self._lock.notify()
+
+    def cancel(self, run_id: str) -> bool:
+        """Cancel a run: True if it had not started (it never will), else it stops at its next
+        step boundary or `context.check_canceled()`."""
+        with self._lock:
+            for item in self._queue:
+                if item[1].run_id == run_id:
+                    self._queue.remove(item)
+                    self._canceled.pop(run_id, None)
+                    return True
+            event = self._canceled.get(run_id)
+        if event is not None:
+            event.set()
+        return False
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                while not self._queue and not self._stopping:
+                    self._lock.wait()
+                if self._stopping:
+                    return
+                job, request = self._queue.popleft()
+                canceled = self._canceled[request.run_id]
+            try:
+                execute_run(job, request, self._emit, canceled)
+            finally:
+                with self._lock:
+                    self._canceled.pop(request.run_id, None)
+
+    def shutdown(self) -> None:
+        with self._lock:
+            self._stopping = True
+            for event in self._canceled.values():
+                event.set()
+            self._lock.notify_all()

@@ -1,0 +1,121 @@
+"""Real processes: SIGKILL at several points loses no recorded status and resume runs each
+unfinished partition exactly once; two processes share one store without lock errors."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+import nb_backfill as nbb
+
+SCRIPT = textwrap.dedent(
+    """
+    import os, sys, time
+    from pathlib import Path
+    import nb_backfill as nbb
+
+    store, marks, mode = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
+    parts = nbb.StaticPartitionsDefinition([f"p{i:03d}" for i in range(int(os.environ.get("N", "60")))])
+
+    @nbb.job(partitions_def=parts)
+    def work(context):
+        with open(marks / f"{mode}-{os.getpid()}.txt", "a") as f:
+            f.write(context.partition_key + "\\n")
+        time.sleep(float(os.environ.get("SLEEP", "0.02")))
+
+    if mode == "launch":
+        bf = nbb.launch_backfill(work, all=True, max_workers=4, instance=store)
+        print(bf.id, flush=True)
+        print(bf.wait(timeout=120), flush=True)
+    else:
+        bf = nbb.resume_backfill(sys.argv[4], instance=store)
+        print(bf.wait(timeout=120), flush=True)
+    """
+)
+
+
+def _executions(marks: Path, mode: str) -> list[str]:
+    return [line for f in marks.glob(f"{mode}-*.txt") for line in f.read_text().split()]
+
+
+@pytest.fixture
+def script(tmp_path):
+    path = tmp_path / "job.py"
+    path.write_text(SCRIPT)
+    return path
+
+
+@pytest.mark.parametrize("kill_after", [0, 12, 40])
+def test_sigkill_then_resume(tmp_path, script, kill_after):
+    store, marks = tmp_path / "store", tmp_path / "marks"
+    marks.mkdir()
+    launch = subprocess.Popen([sys.executable, str(script), str(store), str(marks), "launch"], stdout=subprocess.PIPE, text=True)
+    backfill_id = launch.stdout.readline().strip()
+    deadline = time.time() + 30
+    while len(_executions(marks, "launch")) < kill_after and time.time() < deadline:
+        time.sleep(0.002)
+    os.kill(launch.pid, signal.SIGKILL)
+    launch.wait()
+
+    bf = nbb.get_backfill(backfill_id, instance=store)
+    runs = bf.runs_df()
+    executed = set(_executions(marks, "launch"))
+    succeeded = set(runs.index[runs["status"] == "SUCCESS"])
+    assert succeeded <= executed  # a recorded success really ran
+    assert not set(runs["status"]) & {"STARTING", "STARTED", "CANCELING"}
+    interrupted = runs[runs["error"].fillna("").str.startswith("interrupted")]
+    assert set(interrupted["status"]) <= {"FAILURE"}
+    assert bf.status == "REQUESTED"  # unfinished, resumable
+
+    resume = subprocess.run(
+        [sys.executable, str(script), str(store), str(marks), "resume", backfill_id], capture_output=True, text=True, timeout=120
+    )
+    assert resume.returncode == 0, resume.stderr
+    assert resume.stdout.strip() == "COMPLETED_SUCCESS"
+    again = _executions(marks, "resume")
+    assert sorted(again) == sorted(set(runs.index) - succeeded)  # exactly the unfinished ones, each once
+    assert (nbb.get_backfill(backfill_id, instance=store).runs_df()["status"] == "SUCCESS").all()
+
+
+def test_resume_refuses_while_the_owner_runs_it(tmp_path, script):
+    store, marks = tmp_path / "store", tmp_path / "marks"
+    marks.mkdir()
+    env = {**os.environ, "SLEEP": "0.5", "N": "8"}
+    launch = subprocess.Popen([sys.executable, str(script), str(store), str(marks), "launch"], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        backfill_id = launch.stdout.readline().strip()
+        with pytest.raises(nbb.BackfillStateError, match="being run by another process"):
+            nbb.resume_backfill(backfill_id, job=nbb.Job("work", [nbb.step(lambda: None, name="w")], nbb.StaticPartitionsDefinition(["x"])), instance=store)
+        nbb.get_backfill(backfill_id, instance=store).cancel()  # the owner reads it back from storage
+        assert launch.stdout.readline().strip() == "CANCELED"
+    finally:
+        launch.kill()
+        launch.wait()
+
+
+def test_two_processes_share_one_store(tmp_path, script):
+    store, marks = tmp_path / "store", tmp_path / "marks"
+    marks.mkdir()
+    env = {**os.environ, "SLEEP": "0", "N": "400"}
+    procs = [
+        subprocess.Popen([sys.executable, str(script), str(store), str(marks), "launch"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        for _ in range(2)
+    ]
+    reads = 0
+    while any(p.poll() is None for p in procs):
+        nbb.list_backfills(instance=store)  # a third process reading meanwhile
+        reads += 1
+        time.sleep(0.01)
+    for p in procs:
+        out, err = p.communicate()
+        assert p.returncode == 0, err
+        assert "locked" not in err
+        assert out.split()[-1] == "COMPLETED_SUCCESS"
+    listing = nbb.list_backfills(instance=store)
+    assert len(listing) == 2 and (listing["succeeded"] == 400).all()
+    assert reads > 0

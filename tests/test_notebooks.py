@@ -21,3 +21,4 @@ def test_notebook_runs_without_errors(path, tmp_path):
     assert not [o for o in outputs if o.output_type == "error"]
     text = "".join(str(o.get("text", "")) + str(o.get("data", {}).get("text/plain", "")) for o in outputs)
     assert "2024-11-03-01:00-0500" in text
+    assert "COMPLETED_SUCCESS" in text and "ValueError: bad input for 2024-03-10" in text

@@ -1,5 +1,7 @@
 """nb_backfill: Dagster-style partitioned jobs and backfills, native to Jupyter."""
 
+from __future__ import annotations
+
 from .backfill import Backfill, get_backfill, get_instance, launch_backfill, list_backfills, partition_status, resume_backfill
 from .dynamic import DynamicPartitionsDefinition
 from .errors import (
@@ -30,8 +32,26 @@ from .storage import Storage as Instance
 
 __version__ = "0.1.0"
 
+
+def backfill(job: Job, backfill_id: str | None = None, *, instance: Instance | str | None = None):
+    """The live widget of a job: its latest backfill (or `backfill_id`), or the partitions' history."""
+    from .widget import backfill as widget_for
+
+    return widget_for(job, backfill_id, instance=instance)
+
+
+def __getattr__(name: str):
+    """The widget class loads on first use: worker processes and the CLI never pay for anywidget."""
+    if name == "BackfillWidget":
+        from .widget import BackfillWidget
+
+        return BackfillWidget
+    raise AttributeError(f"module 'nb_backfill' has no attribute {name!r}")
+
+
 __all__ = [
     "Backfill",
+    "BackfillWidget",
     "BackfillStateError",
     "Instance",
     "InvalidOptionError",
@@ -40,6 +60,7 @@ __all__ = [
     "RunCanceled",
     "RunContext",
     "UnknownBackfillError",
+    "backfill",
     "get_backfill",
     "get_instance",
     "job",
@@ -66,3 +87,10 @@ __all__ = [
     "WeeklyPartitionsDefinition",
     "select_partitions",
 ]
+
+
+def load_ipython_extension(ipython) -> None:
+    """`%load_ext nb_backfill`: registers the `%backfill` magic (imported only then, so IPython stays optional)."""
+    from .magic import load_ipython_extension as load
+
+    load(ipython)

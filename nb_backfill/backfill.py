@@ -34,7 +34,7 @@ from .errors import (
 from .executors import check_executor, default_workers, make_executor
 from .jobs import Job, RetryPolicy, check_tags, get_job, retry_policy
 from .selection import select_partitions
-from .storage import BACKFILL_DONE, BACKFILL_STATUSES, RUN_STATUSES, BackfillRecord, Storage, get_instance, owner_alive
+from .storage import BACKFILL_DONE, BACKFILL_STATUSES, RUN_STATUSES, BackfillRecord, RunRecord, Storage, get_instance, owner_alive
 
 COORDINATORS = ("default", "queued")
 ORDERS = ("asc", "desc")
@@ -302,6 +302,7 @@ class Backfill:
         self.id = backfill_id
         self._storage = storage
         self._job = job
+        self._widget = None
 
     @property
     def record(self) -> BackfillRecord:
@@ -391,7 +392,8 @@ class Backfill:
         job = self._job or get_job(self.record.job_name)
         return job.partitions_def if job is not None else None
 
-    def _run_of(self, partition: str):
+    def run(self, partition: str) -> RunRecord:
+        """The stored run of one partition of this backfill (its latest attempt)."""
         for run in self._storage.runs(self.id):
             if run.partition == partition:
                 return run
@@ -401,11 +403,22 @@ class Backfill:
 
     def logs(self, partition: str) -> str:
         """Everything the partition's run printed or logged, every attempt, oldest first."""
-        return "".join(text for _, _, text in self._storage.logs(self._run_of(partition).run_id))
+        return "".join(text for _, _, text in self._storage.logs(self.run(partition).run_id))
 
     def error(self, partition: str) -> str | None:
         """The partition's error with its traceback, or None if it did not fail."""
-        return self._run_of(partition).error
+        return self.run(partition).error
+
+    def widget(self):
+        """The live widget of this backfill (what a notebook shows for the handle); one per handle."""
+        from .widget import BackfillWidget
+
+        if self._widget is None or self._widget.comm is None:
+            self._widget = BackfillWidget(self.job, self.id, self._storage)
+        return self._widget
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict:
+        return self.widget()._repr_mimebundle_(**kwargs)
 
     def _summary(self) -> str:
         counts = {k: v for k, v in self.counts().items() if v}

@@ -346,7 +346,7 @@ class Engine:
         active.status = "PAUSED"
         # runs handed over but not started go back to the queue; started ones finish
         for run_id in [r for r in active.in_flight if not active.started.get(r)]:
-            if active.executor.cancel(run_id):
+            if active.executor.withdraw(run_id):
                 run, _ = active.in_flight.pop(run_id)
                 active.pending.appendleft(run)
 

@@ -61,7 +61,8 @@ def civil_from_days(days: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return yoe + era * 400 + (month <= 2), month, doy - (153 * mp + 2) // 5 + 1
 
 
-def _day_of_year(days: np.ndarray, year: np.ndarray) -> np.ndarray:
+def day_of_year(days: np.ndarray, year: np.ndarray) -> np.ndarray:
+    """1-based day of the year of days since the epoch."""
     before = year - 1  # days from civil (year, 1, 1), counted from March of the year before
     era = before // 400
     yoe = before - era * 400
@@ -81,7 +82,7 @@ def _render(tokens: list[str], days: np.ndarray, seconds: np.ndarray, date_part:
         "y": lambda: year % 100,
         "m": lambda: month,
         "d": lambda: day,
-        "j": lambda: _day_of_year(days, year),
+        "j": lambda: day_of_year(days, year),
         "H": lambda: hour,
         "I": lambda: (hour + 11) % 12 + 1,
         "M": lambda: seconds // 60 % 60,

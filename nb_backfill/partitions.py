@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from datetime import date, datetime, timezone as dt_timezone, tzinfo
 from typing import NamedTuple
 
+import numpy as np
 import pendulum
 
 from .errors import DefinitionError, UnknownPartitionError, quoted_list
@@ -301,6 +302,11 @@ class TimeWindowPartitionsDefinition(PartitionsDefinition):
     def get_num_partitions(self, current_time: datetime | None = None) -> int:
         bounds = self._bounds(current_time)
         return 0 if bounds is None else self._timeline.count(bounds[0], bounds[1] + 1)
+
+    def local_starts(self, current_time: datetime | None = None) -> np.ndarray:
+        """Local wall-clock starts (epoch seconds) of get_partition_keys(), in bulk: for laying keys out."""
+        bounds = self._bounds(current_time)
+        return np.empty(0, np.int64) if bounds is None else self._timeline.between(bounds[0], bounds[1] + 1).wall
 
     def get_first_partition_key(self, current_time: datetime | None = None) -> str | None:
         bounds = self._bounds(current_time)

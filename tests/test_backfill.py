@@ -103,6 +103,20 @@ def test_logs_are_captured_per_partition_and_not_printed(store, capsys):
         bf.logs("2030-01-01")
 
 
+def test_output_of_threads_a_run_starts_goes_to_its_log(store, capsys):
+    from concurrent.futures import ThreadPoolExecutor
+
+    @nbb.job(partitions_def=DAILY)
+    def fan_out(context):
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(lambda i: print(f"chunk {i} of {context.partition_key}"), range(3)))
+
+    bf = nbb.launch_backfill(fan_out, partitions="2024-01-02,2024-01-03", instance=store)
+    bf.wait(timeout=10)
+    assert sorted(bf.logs("2024-01-03").split("\n")[:3]) == [f"chunk {i} of 2024-01-03" for i in range(3)]
+    assert "chunk" not in capsys.readouterr().out
+
+
 def test_dry_run_returns_the_plan_and_writes_nothing(store):
     @nbb.job(partitions_def=DAILY)
     def planned(context):
@@ -168,8 +182,9 @@ def test_unknown_backfill_id_names_it(store):
 
     bf = nbb.launch_backfill(known, partitions="2024-01-01", instance=store)
     bf.wait(timeout=10)
-    with pytest.raises(nbb.UnknownBackfillError, match=f"'{bf.id[:-1]}x'.*did you mean '{bf.id}'"):
-        nbb.get_backfill(bf.id[:-1] + "x", instance=store)
+    typo = bf.id[:-1] + ("x" if bf.id[-1] != "x" else "y")
+    with pytest.raises(nbb.UnknownBackfillError, match=f"'{typo}'.*did you mean '{bf.id}'"):
+        nbb.get_backfill(typo, instance=store)
     assert nbb.get_backfill(bf.id, instance=store).status == "COMPLETED_SUCCESS"
     assert list(nbb.list_backfills(instance=store).index) == [bf.id]
 

@@ -21,8 +21,11 @@ def test_ci_runs_the_readme_test_command():
     readme = (ROOT / "README.md").read_text()
     commands = re.findall(r"```bash\n(.+?)\n```", readme)
     assert len(commands) == 2
+    test_command = commands[1]  # the "## Tests" section's command, e.g. `bash scripts/test.sh`
     ci = (ROOT / ".ci" / "run").read_text()
-    assert commands[1] in ci.splitlines()
+    assert test_command in [line.strip() for line in ci.splitlines()], f"{test_command!r} is not a line of .ci/run"
+    scripts = [word for word in test_command.split() if word.endswith(".sh")]
+    assert all((ROOT / script).is_file() for script in scripts), scripts
 
 
 def test_quickstart_runs():

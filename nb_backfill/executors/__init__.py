@@ -1,8 +1,9 @@
 """Executors: run one job for one partition and report events, behind one small interface.
 
-An executor has a `name`, `max_workers`, `submit(job, request)`, `cancel(run_id) -> bool` (True when
-the run had not started, so it never will) and `shutdown()`; it reports through the `emit` callback
-it was made with. "thread" runs in the kernel, "process" in worker processes.
+An executor has a `name`, `max_workers`, `submit(job, request)`, `withdraw(run_id) -> bool` (take
+back a run not yet started), `cancel(run_id) -> bool` (True when the run had not started, so it
+never will) and `shutdown()`; it reports through the `emit` callback it was made with. "thread"
+runs in the kernel, "process" in worker processes.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ class Executor(Protocol):
     max_workers: int
 
     def submit(self, job: Job, request: RunRequest) -> None: ...
+
+    def withdraw(self, run_id: str) -> bool: ...
 
     def cancel(self, run_id: str) -> bool: ...
 

@@ -71,6 +71,26 @@ class _LogHandler(logging.Handler):
             buffer.append(self.format(record) + "\n")
 
 
+_thread_start = threading.Thread.start
+
+
+def _start_capturing(thread: threading.Thread) -> None:
+    """Thread.start, but a thread started by a run writes into that run's log too."""
+    buffer = _capture.buffer
+    if buffer is not None:
+        target = thread.run
+
+        def run_in_capture() -> None:
+            _capture.buffer = buffer
+            try:
+                target()
+            finally:
+                _capture.buffer = None
+
+        thread.run = run_in_capture  # type: ignore[method-assign]
+    _thread_start(thread)
+
+
 _HANDLER = _LogHandler()
 _HANDLER.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s - %(message)s"))
 RUN_LOGGER = logging.getLogger("nb_backfill.run")
@@ -80,7 +100,7 @@ _install_lock = threading.Lock()
 
 
 def install_capture() -> None:
-    """Route sys.stdout, sys.stderr and logging through the per-run capture (idempotent)."""
+    """Route sys.stdout, sys.stderr, logging and threads a run starts through the per-run capture (idempotent)."""
     with _install_lock:
         if not isinstance(sys.stdout, _Router):
             sys.stdout = _Router(sys.stdout)
@@ -91,6 +111,7 @@ def install_capture() -> None:
         root = logging.getLogger()
         if _HANDLER not in root.handlers:
             root.addHandler(_HANDLER)
+        threading.Thread.start = _start_capturing  # type: ignore[method-assign]
 
 
 def _flush_log(emit: Emit, request: RunRequest, step: str, buffer: list[str]) -> None:

@@ -34,15 +34,22 @@ class ThreadExecutor:
             self._queue.append((job, request))
             self._lock.notify()
 
-    def cancel(self, run_id: str) -> bool:
-        """Cancel a run: True if it had not started (it never will), else it stops at its next
-        step boundary or `context.check_canceled()`."""
+    def withdraw(self, run_id: str) -> bool:
+        """Take back a run no thread has started: True if it was still queued."""
         with self._lock:
             for item in self._queue:
                 if item[1].run_id == run_id:
                     self._queue.remove(item)
                     self._canceled.pop(run_id, None)
                     return True
+        return False
+
+    def cancel(self, run_id: str) -> bool:
+        """Cancel a run: True if it had not started (it never will), else it stops at its next
+        step boundary or `context.check_canceled()`."""
+        if self.withdraw(run_id):
+            return True
+        with self._lock:
             event = self._canceled.get(run_id)
         if event is not None:
             event.set()

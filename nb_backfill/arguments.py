@@ -1,0 +1,207 @@
+"""The one definition of the backfill flags, shared by the `%backfill` magic and the `nb-backfill` command.
+
+Both faces build their argparse parsers with these functions, turn what was parsed into
+`launch_backfill` keyword arguments with `launch_kwargs`, and find jobs and backfills the same way,
+so flags, help and error messages cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import inspect
+import json
+from collections.abc import Mapping
+from typing import Any, NoReturn
+
+from .backfill import COORDINATORS, ORDERS, Backfill, get_backfill, launch_backfill
+from .errors import NbBackfillError, UnknownBackfillError, quoted_list
+from .executors import EXECUTORS
+from .jobs import Job
+from .storage import get_instance
+
+SELECTION_FLAGS = ("partitions", "from_", "to", "all", "missing", "failed")
+_API_DEFAULTS = {name: p.default for name, p in inspect.signature(launch_backfill).parameters.items()}
+
+
+class UsageProblem(NbBackfillError, ValueError):
+    """A command line or a magic line that cannot be parsed."""
+
+
+class UnknownJobError(NbBackfillError, LookupError):
+    """No job of that name where the face looked (a file, a module, a notebook's namespace)."""
+
+
+class HelpShown(Exception):
+    """Raised instead of exiting the process once `-h/--help` has printed the help."""
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser that raises a one-line UsageProblem (or HelpShown) instead of exiting,
+    so a notebook kernel survives a typo and the command line prints one `error:` line."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageProblem(f"{message} (see '{self.prog} --help')")
+
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
+        raise HelpShown()
+
+
+def parse_tags(text: str) -> dict[str, str]:
+    """A `--tags` value: Dagster's JSON object (`'{"k": "v"}'`) or one `key=value`."""
+    text = text.strip()
+    if text.startswith("{"):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as error:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not a valid JSON object ({error.msg} at column {error.colno}); "
+                'give key=value or JSON such as \'{"key": "value"}\''
+            ) from None
+    key, equals, value = text.partition("=")
+    if not equals or not key.strip():
+        raise argparse.ArgumentTypeError(f'expected key=value or JSON such as \'{{"key": "value"}}\', got {text!r}')
+    return {key.strip(): value}
+
+
+def add_store_argument(parser: argparse.ArgumentParser) -> None:
+    """`--home DIR`; left unset when absent (read it with `home_of`) so a command's `--home`
+    and its parent's cannot overwrite each other."""
+    parser.add_argument(
+        "--home", metavar="DIR", default=argparse.SUPPRESS,
+        help="the store's folder, shared by notebooks and terminals (default: $NB_BACKFILL_HOME, else ./.nb_backfill)",
+    )
+
+
+def home_of(args: argparse.Namespace) -> str | None:
+    """The `--home` given, or None for the default store."""
+    return getattr(args, "home", None)
+
+
+def add_launch_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of a launch: job, selection (Dagster's names) and how to run it."""
+    parser.add_argument("-p", "-j", "--job", dest="job", metavar="JOB", help="the job's name (in a notebook, also its variable)")
+    selection = parser.add_argument_group("selection (choose one; --missing and --failed may narrow it)")
+    selection.add_argument(
+        "--partitions", metavar="KEYS",
+        help="comma-separated partition keys; quote or \\-escape a key that contains a comma",
+    )
+    selection.add_argument("--from", dest="from_", metavar="KEY", help="first partition of an inclusive range")
+    selection.add_argument("--to", metavar="KEY", help="last partition of an inclusive range")
+    selection.add_argument("--all", action="store_true", help="every partition")
+    selection.add_argument("--missing", action="store_true", help="only partitions never run or whose latest run failed")
+    selection.add_argument("--failed", action="store_true", help="only partitions whose latest run failed")
+    running = parser.add_argument_group("running")
+    running.add_argument(
+        "--tags", action="append", type=parse_tags, metavar="TAGS",
+        help='tags of the backfill: key=value (repeatable) or JSON such as \'{"key": "value"}\'',
+    )
+    running.add_argument(
+        "--coordinator", choices=COORDINATORS, default=_API_DEFAULTS["coordinator"],
+        help="how runs start (default: %(default)s; queued honours --max-concurrent)",
+    )
+    running.add_argument("--max-concurrent", type=int, metavar="N", help="runs at once (queued coordinator)")
+    running.add_argument("--executor", choices=EXECUTORS, default=_API_DEFAULTS["executor"], help="where runs run (default: %(default)s)")
+    running.add_argument("--max-workers", type=int, metavar="N", help="threads or processes of the executor")
+    running.add_argument("--retries", type=int, metavar="N", help="retries of a failed run (default: the job's)")
+    running.add_argument("--order", choices=ORDERS, default=_API_DEFAULTS["order"], help="launch order (default: %(default)s)")
+    running.add_argument("--dry-run", action="store_true", help="show the plan (partition, action, reason); launch nothing")
+    add_store_argument(parser)
+
+
+def add_backfill_commands(commands: argparse._SubParsersAction) -> None:
+    """The commands on stored backfills: list, status [ID], cancel ID, resume ID, retry ID."""
+    commands.add_parser("list", help="every stored backfill, newest first")
+    commands.add_parser("status", help="one backfill's status and counts").add_argument(
+        "id", nargs="?", metavar="ID", help="the backfill (default: the latest)"
+    )
+    for name, text in (
+        ("cancel", "cancel a backfill: queued runs never start, running ones stop"),
+        ("resume", "run, here, every partition of a backfill not yet SUCCESS"),
+        ("retry", "run a backfill's failed partitions again"),
+    ):
+        commands.add_parser(name, help=text).add_argument("id", metavar="ID", help="the backfill")
+    for parser in commands.choices.values():
+        add_store_argument(parser)
+
+
+def selection_given(args: argparse.Namespace) -> bool:
+    """Whether any selection flag was given."""
+    return any(getattr(args, flag) not in (None, False) for flag in SELECTION_FLAGS)
+
+
+def launch_kwargs(args: argparse.Namespace, *, all_by_default: bool) -> dict[str, Any]:
+    """`launch_backfill` keyword arguments from parsed launch flags; `all_by_default` selects every
+    partition when no list or range was given (the command line, as Dagster does)."""
+    no_list_or_range = args.partitions is None and args.from_ is None and args.to is None
+    tags = {k: v for given in args.tags for k, v in given.items()} if args.tags else None
+    return {
+        "partitions": args.partitions,
+        "from_": args.from_,
+        "to": args.to,
+        "all": args.all or (all_by_default and no_list_or_range),
+        "missing_only": args.missing,
+        "failed_only": args.failed,
+        "tags": tags,
+        "coordinator": args.coordinator,
+        "max_concurrent": args.max_concurrent,
+        "executor": args.executor,
+        "max_workers": args.max_workers,
+        "order": args.order,
+        "retries": args.retries,
+        "dry_run": args.dry_run,
+        "instance": home_of(args),
+    }
+
+
+def jobs_in(namespace: Mapping[str, object]) -> dict[str, Job]:
+    """Every Job of a namespace, by job name and by the variables holding it (IPython's `_`
+    history names skipped: they may hold an older definition)."""
+    variables = {name: value for name, value in namespace.items() if isinstance(value, Job) and not name.startswith("_")}
+    return {**variables, **{job.name: job for job in variables.values()}}
+
+
+def job_names(jobs: Mapping[str, Job], where: str) -> list[str]:
+    """The names of the jobs, sorted; an error if `where` has none."""
+    names = sorted({job.name for job in jobs.values()})
+    if not names:
+        raise UnknownJobError(f"no nb_backfill job in {where}: define one with @nbb.job(partitions_def=...)")
+    return names
+
+
+def find_job(name: str | None, jobs: Mapping[str, Job], where: str) -> Job:
+    """The job called `name` (job name first, then variable), or an error listing what `where` has."""
+    available = job_names(jobs, where)
+    if name is None:
+        raise UnknownJobError(f"choose a job with -p JOB: {where} has {quoted_list(available, limit=10)}")
+    if name in jobs:
+        return jobs[name]
+    close = difflib.get_close_matches(name, list(jobs), n=3)
+    hint = f"; did you mean {quoted_list(close)}?" if close else ""
+    raise UnknownJobError(f"unknown job {name!r} in {where}{hint} (available jobs: {quoted_list(available, limit=10)})")
+
+
+def backfill_or_latest(backfill_id: str | None, home: str | None) -> Backfill:
+    """The backfill with this id, or the latest one when no id is given."""
+    if backfill_id is None:
+        storage = get_instance(home)
+        ids = storage.backfill_ids()
+        if not ids:
+            raise UnknownBackfillError(f"the store {str(storage.path)!r} has no backfills yet")
+        backfill_id = ids[0]
+    return get_backfill(backfill_id, instance=home)
+
+
+def cancel(backfill_id: str, home: str | None) -> str:
+    """Cancel a backfill (also one another process runs: it reads the store); a line with its status now."""
+    bf = get_backfill(backfill_id, instance=home)
+    bf.cancel()
+    return f"backfill {bf.id}: {bf.status}"
+
+
+def job_summary(job: Job) -> str:
+    """One line on a job: name, partition count, first and last keys, steps."""
+    definition = job.partitions_def
+    count = definition.get_num_partitions()
+    span = f" from {definition.get_first_partition_key()!r} to {definition.get_last_partition_key()!r}" if count else ""
+    return f"{job.name}: {count} partitions{span} (steps: {', '.join(job.step_names)})"

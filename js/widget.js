@@ -215,7 +215,8 @@ function render({ model, el }) {
   // grid, tooltip and detail pane
   const canvas = h("canvas", { class: "nbb-grid" });
   const tooltip = h("div", { class: "nbb-tooltip", hidden: "" });
-  const gridBox = h("div", { class: "nbb-grid-box" }, [canvas, tooltip]);
+  const rowLabels = h("div", { class: "nbb-row-labels" });
+  const gridBox = h("div", { class: "nbb-grid-box" }, [rowLabels, h("div", { class: "nbb-canvas-box" }, [canvas, tooltip])]);
   const detail = h("div", { class: "nbb-detail", hidden: "" });
 
   root.append(
@@ -255,11 +256,18 @@ function render({ model, el }) {
     const cssCell = Math.max(3, Math.min(16, Math.floor(720 / geo.width)));
     canvas.style.width = `${geo.width * cssCell}px`;
     canvas.style.height = `${geo.rows * geo.steps * cssCell}px`;
+    showRowLabels(cssCell * geo.steps);
     ctx = canvas.getContext("2d");
     if (!ctx) return;
     image = ctx.createImageData(geo.pixelWidth, geo.pixelHeight);
     paint(new Uint32Array(image.data.buffer), geo, positions, bytes(model.get("status")), null);
     ctx.putImageData(image, 0, 0);
+  }
+  function showRowLabels(rowHeight) {
+    // one label a row while rows are tall enough to read and few enough to be cheap
+    const labels = (model.get("grid") || {}).row_labels || [];
+    const shown = rowHeight >= 12 && labels.length <= 1000 ? labels : [];
+    rowLabels.replaceChildren(...shown.map((text) => h("div", { class: "nbb-row-label", text, style: `height:${rowHeight}px;line-height:${rowHeight}px` })));
   }
   function drawCells(cells) {
     if (!ctx || !image) return;

@@ -107,6 +107,7 @@ class BackfillWidget(anywidget.AnyWidget):
         self._backfill_id: str | None = None
         self._runs: dict[str, int] = {}
         self._run_status: dict[str, str] = {}
+        self._run_attempt: dict[str, int] = {}
         self._started_at: dict[int, float] = {}
         self._finished_at: deque[float] = deque(maxlen=2000)
         cells = len(self._partition_keys) * self._n_steps
@@ -146,7 +147,7 @@ class BackfillWidget(anywidget.AnyWidget):
         backfill_id = self._backfill_id
         record = get_backfill(backfill_id, job=self._job, instance=self._storage).record
         with self._lock:
-            self._runs, self._run_status = {}, {}
+            self._runs, self._run_status, self._run_attempt = {}, {}, {}
             self._pending.clear()
             self._status[:] = MISSING
             self._attempts[:] = 0
@@ -157,15 +158,15 @@ class BackfillWidget(anywidget.AnyWidget):
                     continue
                 self._runs[run.run_id] = index
                 self._run_status[run.run_id] = run.status
+                self._run_attempt[run.run_id] = run.attempt
                 base = index * self._n_steps
                 self._status[base : base + self._n_steps] = QUEUED if run.status not in RUN_DONE else RUN_CODES[run.status]
                 self._attempts[base : base + self._n_steps] = min(run.attempt, 255)
-            for partition, step, status, attempt, start, end, _ in self._storage.steps(backfill_id):
+            for partition, step, status, _step_attempt, start, end, _ in self._storage.steps(backfill_id):
                 index = self._index.get(partition)
                 if index is not None and step in self._step_index:
                     cell = index * self._n_steps + self._step_index[step]
                     self._status[cell] = STEP_CODES[status]
-                    self._attempts[cell] = min(attempt, 255)
                     if start is not None and end is not None:
                         self._durations[cell] = end - start
         self.backfill = self._backfill_state(record)
@@ -212,7 +213,8 @@ class BackfillWidget(anywidget.AnyWidget):
                 if event.step is None:
                     self._on_run_event(index, event)
                 elif event.step in self._step_index:
-                    self._on_step_event(index * self._n_steps + self._step_index[event.step], event)
+                    cell = index * self._n_steps + self._step_index[event.step]
+                    self._on_step_event(cell, event, self._run_attempt.get(event.run_id, 1))
             if self._pending or self._backfill_id in finished:
                 self._lock.notify()
 
@@ -222,6 +224,7 @@ class BackfillWidget(anywidget.AnyWidget):
 
     def _on_run_event(self, index: int, event: Event) -> None:
         self._run_status[event.run_id] = event.status
+        self._run_attempt[event.run_id] = event.attempt
         cells = range(index * self._n_steps, (index + 1) * self._n_steps)
         if event.status == "QUEUED":
             for cell in cells:
@@ -239,13 +242,14 @@ class BackfillWidget(anywidget.AnyWidget):
         elif event.status == "SUCCESS":
             self._finished_at.append(event.ts)
 
-    def _on_step_event(self, cell: int, event: Event) -> None:
+    def _on_step_event(self, cell: int, event: Event, run_attempt: int) -> None:
+        """A step's cell shows its run's attempt (step retries happen within one attempt)."""
         if event.status == "RUNNING":
             self._started_at[cell] = event.ts
-            self._mark(cell, RUNNING, event.attempt)
+            self._mark(cell, RUNNING, run_attempt)
         else:
             start = self._started_at.pop(cell, None)
-            self._mark(cell, STEP_CODES[event.status], event.attempt, float("nan") if start is None else event.ts - start)
+            self._mark(cell, STEP_CODES[event.status], run_attempt, float("nan") if start is None else event.ts - start)
 
     # --- the flusher (its own thread: at most one push every FLUSH_SECONDS)
     def _flush_loop(self) -> None:

@@ -121,7 +121,9 @@ def _flush_log(emit: Emit, request: RunRequest, step: str, buffer: list[str]) ->
 
 
 def _error_text(error: BaseException) -> str:
-    return "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    """The traceback from the user's step down (nb_backfill's own calling frame left out)."""
+    frames = error.__traceback__.tb_next if error.__traceback__ is not None else None
+    return "".join(traceback.format_exception(type(error), error, frames or error.__traceback__))
 
 
 def execute_run(job: Job, request: RunRequest, emit: Emit, canceled: threading.Event) -> str:

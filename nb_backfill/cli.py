@@ -91,7 +91,7 @@ class Terminal:
 
 def add_job_source(parser: argparse.ArgumentParser) -> None:
     """Dagster's `-f/--python-file` and `-m/--module-name`: where the jobs are defined."""
-    source = parser.add_mutually_exclusive_group(required=True)
+    source = parser.add_mutually_exclusive_group()
     source.add_argument("-f", "--python-file", dest="file", metavar="FILE", help="a .py file or a .ipynb notebook defining the job")
     source.add_argument("-m", "--module-name", dest="module", metavar="MODULE", help="an importable module defining the job")
 
@@ -152,8 +152,35 @@ def import_module(name: str) -> dict[str, object]:
         raise JobSourceError(f"cannot import module {name!r}: {type(error).__name__}: {error}") from None
 
 
+def project_source(folder: Path) -> tuple[str | None, str | None]:
+    """(python_file, module_name) from `[tool.nb_backfill]` (or Dagster's `[tool.dagster]`) in
+    folder/pyproject.toml: how `nb-backfill job backfill -p JOB` finds jobs without -f or -m."""
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        return None, None
+    path = folder / "pyproject.toml"
+    if not path.is_file():
+        return None, None
+    try:
+        tools = tomllib.loads(path.read_text(encoding="utf-8")).get("tool", {})
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise JobSourceError(f"{str(path)!r} is not valid TOML: {error}") from None
+    for table in (tools.get("nb_backfill"), tools.get("dagster")):
+        if isinstance(table, dict) and (table.get("python_file") or table.get("module_name")):
+            return table.get("python_file"), table.get("module_name")
+    return None, None
+
+
 def load_jobs(args: argparse.Namespace) -> tuple[dict[str, Job], str]:
-    """The jobs of `-f FILE` or `-m MODULE`, and how to name where they came from."""
+    """The jobs of `-f FILE` or `-m MODULE` (else the project's pyproject.toml), and how to name where they came from."""
+    if args.module is None and args.file is None:
+        args.file, args.module = project_source(Path.cwd())
+        if args.module is None and args.file is None:
+            raise JobSourceError(
+                "where are the jobs? pass -f FILE.py (or a .ipynb notebook) or -m MODULE, or set python_file or "
+                "module_name under [tool.nb_backfill] in ./pyproject.toml"
+            )
     if args.module is not None:
         return jobs_in(import_module(args.module)), f"module {args.module!r}"
     path = Path(args.file)

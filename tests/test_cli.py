@@ -167,8 +167,23 @@ def test_usage_errors_are_one_line_exit_2_and_write_nothing(cli, args, expected)
     assert not cli.store.exists()
 
 
+def test_the_seed_commands_verbatim_with_the_project_in_pyproject(cli):
+    (cli.folder / "pyproject.toml").write_text('[tool.nb_backfill]\npython_file = "jobs.py"\n')
+    seed = [
+        ["job", "backfill", "-p", "do_stuff_partitioned"],
+        ["job", "backfill", "-p", "do_stuff_partitioned", "--partitions", "2021-04-01,2021-04-02"],
+        ["job", "backfill", "-p", "do_stuff_partitioned", "--from", "2021-04-01", "--to", "2021-05-01"],
+    ]
+    for args, count in zip(seed, (61, 2, 31)):
+        result = cli(*args, stdin="y\n")
+        assert result.returncode == 0, result.stderr
+        assert f"({count} partitions)? [y/N]" in result.stdout and "COMPLETED_SUCCESS" in result.stdout
+    (cli.folder / "pyproject.toml").write_text('[tool.dagster]\nmodule_name = "jobs"\n')
+    assert cli("job", "list").returncode == 0
+
+
 def test_a_job_source_is_required_and_must_exist(cli):
-    assert "one of the arguments -f/--python-file -m/--module-name is required" in _error_line(cli("job", "backfill", "-p", "flaky"))
+    assert "pass -f FILE.py (or a .ipynb notebook) or -m MODULE, or set python_file" in _error_line(cli("job", "backfill", "-p", "flaky"))
     assert _error_line(cli("job", "list", "-f", "nothere.py")) == "error: no such file 'nothere.py' (-f takes a .py file or a .ipynb notebook)"
     assert "cannot import module 'nothere'" in _error_line(cli("job", "list", "-m", "nothere"))
 

@@ -490,7 +490,7 @@ def resume_backfill(backfill_id: str, *, job: Job | None = None, instance: Stora
         return Backfill(backfill_id, storage, the_job)
     storage.set_backfill_status(backfill_id, "REQUESTED")
     options = LaunchOptions.from_json(record.options)
-    engine.add(_active(storage.get_backfill(backfill_id), the_job, options, engine, pending))
+    engine.add(_active(storage.get_backfill(backfill_id), the_job, options, engine, pending), [r for r in pending if r.run_id in requeued])
     return Backfill(backfill_id, storage, the_job)
 
 

@@ -128,6 +128,7 @@ class Engine:
         self._commands: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._active: dict[str, ActiveBackfill] = {}
         self._listeners: list[Listener] = []
+        self._notices: list[Event] = []
         self._changed = threading.Condition()
         self._last_poll = self._last_heartbeat = 0.0
         self._thread = threading.Thread(target=self._loop, name="nb_backfill-engine", daemon=True)
@@ -158,8 +159,19 @@ class Engine:
             raise box["error"]
         return box.get("value")
 
-    def add(self, backfill: ActiveBackfill) -> None:
-        self.call(lambda: self._active.__setitem__(backfill.id, backfill))
+    def add(self, backfill: ActiveBackfill, requeued: Sequence[PendingRun] = ()) -> None:
+        """Run a backfill; `requeued` runs were queued again in storage (listeners hear of them)."""
+
+        def apply() -> None:
+            self._active[backfill.id] = backfill
+            self._announce(requeued)
+
+        self.call(apply)
+
+    def _announce(self, runs: Sequence[PendingRun]) -> None:
+        """Tell listeners of runs queued again; storage already has them, so they are not rewritten."""
+        now = time.time()
+        self._notices.extend(Event(r.run_id, "QUEUED", now, r.attempt) for r in runs)
 
     def is_running(self, backfill_id: str) -> bool:
         return backfill_id in self._active
@@ -197,6 +209,7 @@ class Engine:
             if active is not None:
                 active.pending.extend(runs)
                 active.status = "REQUESTED"
+                self._announce(runs)
 
         self.call(apply)
 
@@ -257,6 +270,7 @@ class Engine:
         for backfill_id, runs in retries.items():
             self.storage.requeue([r.run_id for r in runs], not_before=max(r.not_before or 0 for r in runs))
             self._active[backfill_id].pending.extend(runs)
+            self._announce(runs)
         finished = self._finished()
         for backfill_id, status in finished.items():
             self.storage.set_backfill_status(backfill_id, status)
@@ -267,10 +281,11 @@ class Engine:
         if now - self._last_heartbeat > _HEARTBEAT_SECONDS and self._active:
             self.storage.heartbeat(list(self._active), self.owner)
             self._last_heartbeat = now
-        if batch or finished:
+        heard, self._notices = batch + self._notices, []
+        if heard or finished:
             for listener in list(self._listeners):
                 try:
-                    listener(batch, finished)
+                    listener(heard, finished)
                 except Exception:  # a broken listener (a closed widget) must not stop the engine
                     self._listeners.remove(listener)
             with self._changed:

@@ -169,6 +169,11 @@ class BackfillWidget(anywidget.AnyWidget):
                     self._status[cell] = STEP_CODES[status]
                     if start is not None and end is not None:
                         self._durations[cell] = end - start
+            for run_id, status in self._run_status.items():
+                if status == "CANCELED":  # a step stopped by the cancel shows canceled, not failed
+                    base = self._runs[run_id] * self._n_steps
+                    cells = self._status[base : base + self._n_steps]
+                    cells[cells != SUCCESS] = CANCELED
         self.backfill = self._backfill_state(record)
         self._send_full_state()
         self.summary = self._summary()
@@ -229,14 +234,16 @@ class BackfillWidget(anywidget.AnyWidget):
         if event.status == "QUEUED":
             for cell in cells:
                 self._mark(cell, QUEUED, event.attempt)
-        elif event.status in ("CANCELED", "FAILURE"):
-            if event.status == "FAILURE":
-                self._finished_at.append(event.ts)
-            final = CANCELED if event.status == "CANCELED" else SKIPPED
+        elif event.status == "CANCELED":
+            for cell in cells:
+                if self._status[cell] != SUCCESS:
+                    self._mark(cell, CANCELED, event.attempt)
+        elif event.status == "FAILURE":
+            self._finished_at.append(event.ts)
             failed = any(self._status[c] == FAILURE for c in cells)
             for cell in cells:
-                if self._status[cell] not in _FINAL_CELLS:
-                    code = FAILURE if event.status == "FAILURE" and (self._status[cell] == RUNNING or not failed) else final
+                if self._status[cell] not in _FINAL_CELLS:  # a dead worker or an interruption left it open
+                    code = FAILURE if self._status[cell] == RUNNING or not failed else SKIPPED
                     failed = failed or code == FAILURE
                     self._mark(cell, code, event.attempt)
         elif event.status == "SUCCESS":

@@ -425,3 +425,48 @@ def test_newer_schema_is_refused(tmp_path):
         conn.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
     with pytest.raises(nbb.NbBackfillError, match="schema version 99"):
         nbb.Instance(tmp_path / "s")
+
+
+def test_process_executor_runs_notebook_lambdas_and_survives_a_dying_worker(store):
+    import os
+
+    parts = nbb.StaticPartitionsDefinition(["a", "b", "dies", "c"])
+    offset = 10
+
+    @nbb.step
+    def compute(context):
+        if context.partition_key == "dies":
+            os._exit(3)
+        print(f"pid {os.getpid()} computing {context.partition_key}")
+        return (lambda x: x + offset)(len(context.partition_key))
+
+    @nbb.step
+    def check(compute):
+        assert compute > offset
+
+    job = nbb.Job("in_processes", [compute, check], parts)
+    bf = nbb.launch_backfill(job, all=True, executor="process", max_workers=2, instance=store)
+    assert bf.wait(timeout=60) == "COMPLETED_FAILED"
+    runs = bf.runs_df()
+    assert list(runs["status"]) == ["SUCCESS", "SUCCESS", "FAILURE", "SUCCESS"]
+    assert "worker process died (exit code 3)" in bf.error("dies")
+    assert f"pid {os.getpid()}" not in bf.logs("a") and "computing a" in bf.logs("a")
+    assert bf.steps_df().loc["c", "check"] == "SUCCESS"
+
+
+def test_cancel_terminates_process_runs(store):
+    @nbb.job(partitions_def=nbb.StaticPartitionsDefinition(["x", "y", "z"]))
+    def stuck(context):
+        import time as t
+
+        t.sleep(60)
+
+    bf = nbb.launch_backfill(stuck, all=True, executor="process", max_workers=1, instance=store)
+    deadline = time.time() + 30
+    while bf.counts()["STARTED"] == 0 and time.time() < deadline:
+        time.sleep(0.05)
+    started = time.time()
+    bf.cancel()
+    assert bf.wait(timeout=20) == "CANCELED"
+    assert time.time() - started < 10
+    assert bf.counts()["CANCELED"] == 3

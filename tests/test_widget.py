@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import nb_backfill as nbb
-from nb_backfill.grid import FAILURE, MISSING, QUEUED, SUCCESS
+from nb_backfill.grid import CANCELED, FAILURE, MISSING, QUEUED, SUCCESS
 
 DAILY = nbb.DailyPartitionsDefinition("2024-01-01", end_date="2024-03-01")  # 60 partitions
 
@@ -163,8 +163,8 @@ def test_buttons_cancel_pause_resume_retry_and_concurrency(recording, store):
     broken.clear()
     send_from_front_end(widget, {"type": "retry_failed"})
     assert bf.wait(timeout=20) == "COMPLETED_SUCCESS"
-    wait_for(lambda: np.frombuffer(widget.status, np.uint8)[1] == SUCCESS)
-    assert widget.summary["counts"] == {"SUCCESS": 60}
+    wait_for(lambda: widget.summary["counts"] == {"SUCCESS": 60})  # pushed by the flusher, a moment later
+    assert np.frombuffer(widget.status, np.uint8)[1] == SUCCESS
 
     other = nbb.launch_backfill(controlled, all=True, instance=store)
     widget.show_backfill(other.id)
@@ -217,3 +217,26 @@ def test_multi_step_multi_partition_layout(recording, store):
     assert widget.steps == ["a", "b"] and len(widget.status) == 180 * 2
     assert widget.description == "date x region, 180 partitions"
     widget.close()
+
+
+def test_resuming_keeps_a_reopened_widget_live(recording, store):
+    gate = {"open": False}
+
+    @nbb.job(partitions_def=DAILY)
+    def gated(context):
+        while not gate["open"]:
+            context.check_canceled()
+            time.sleep(0.01)
+
+    bf = nbb.launch_backfill(gated, from_="2024-01-01", to="2024-01-08", max_workers=2, instance=store)
+    time.sleep(0.1)
+    bf.cancel()
+    assert bf.wait(timeout=10) == "CANCELED"
+    reopened = nbb.get_backfill(bf.id, instance=store).widget()  # as after a kernel restart
+    assert set(np.frombuffer(reopened.status, np.uint8)[:8]) == {CANCELED}
+    gate["open"] = True
+    nbb.resume_backfill(bf.id, instance=store).wait(timeout=20)
+    wait_for(lambda: reopened.summary.get("counts") == {"SUCCESS": 8})
+    assert (np.frombuffer(reopened.status, np.uint8)[:8] == SUCCESS).all()
+    assert any(c["count"] for c, _ in custom(reopened, "delta"))
+    reopened.close()

@@ -32,7 +32,17 @@ def test_launch_watch_click_and_retry_in_the_quickstart(lab, page, request):
     expect(widget.locator(".nbb-title")).to_contain_text("daily_totals — daily from 2024-03-01, UTC, 31 partitions", timeout=10_000)
     screenshot(page, request, "1-widget")
 
-    widget.locator(".nbb-mode").select_option("range")
+    # a drag across the grid selects an inclusive range
+    box = widget.locator("canvas.nbb-grid").bounding_box()
+    cell = box["width"] / 31
+    page.mouse.move(box["x"] + 2.5 * cell, box["y"] + 0.5 * cell)
+    page.mouse.down()
+    page.mouse.move(box["x"] + 6.5 * cell, box["y"] + 0.5 * cell, steps=5)
+    page.mouse.up()
+    expect(widget.locator(".nbb-preview")).to_contain_text("5 partitions: 2024-03-03 … 2024-03-07", timeout=10_000)
+    assert widget.locator(".nbb-mode").input_value() == "range"
+    assert widget.locator(".nbb-from").input_value() == "2024-03-03"
+
     widget.locator(".nbb-from").fill("2024-03-05")
     widget.locator(".nbb-to").fill("2024-03-12")
     widget.locator(".nbb-to").press("Tab")

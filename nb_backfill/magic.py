@@ -23,7 +23,6 @@ from .arguments import (
     cancel,
     find_job,
     home_of,
-    job_summary,
     jobs_in,
     launch_kwargs,
     selection_given,
@@ -55,14 +54,10 @@ PARSER = magic_parser()
 
 
 def show_selector(job: Job, home: str | None) -> None:
-    """The `nbb.backfill(job)` widget to choose partitions if this version has it, else a text summary."""
-    import nb_backfill
+    """The job's widget, to choose partitions and launch from it."""
+    from .widget import backfill as widget_for
 
-    make = getattr(nb_backfill, "backfill", None)  # without the widget, the attribute is the submodule
-    if callable(make):
-        display(make(job, instance=home))
-    else:
-        print(job_summary(job))
+    display(widget_for(job, instance=home))
 
 
 def wait(bf: Backfill) -> None:

@@ -77,13 +77,12 @@ def test_dry_run_shows_the_plan_and_launches_nothing(shell):
     assert len(nbb.list_backfills()) == 0
 
 
-def test_a_job_alone_shows_the_selector_or_a_summary(shell, monkeypatch, capsys):
-    monkeypatch.setattr(nb_backfill, "backfill", lambda job, instance=None: ("selector", job))
-    assert backfill(shell, "-p letters") == ("selector", magic_letters)
-    monkeypatch.setattr(nb_backfill, "backfill", sys.modules["nb_backfill.backfill"])  # no selector function
-    shell.run_line_magic("backfill", "-p letters")
-    assert capsys.readouterr().out == "magic_letters: 4 partitions from 'a' to 'd' (steps: magic_letters)\n"
+def test_a_job_alone_shows_the_selector_widget(shell):
+    widget = backfill(shell, "-p letters")
+    assert isinstance(widget, nbb.BackfillWidget) and widget.job_name == "magic_letters"
+    assert widget.view == "history"  # nothing launched yet
     assert len(nbb.list_backfills()) == 0
+    widget.close()
 
 
 def test_list_status_cancel_resume(shell, capsys):

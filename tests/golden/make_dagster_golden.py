@@ -38,7 +38,6 @@ def definition(rng):
         args["end_date"] = start + span * rng.uniform(0.2, 1.2)
     if kind == "hourly":
         args["minute_offset"] = rng.choice([0, 0, 15, 30])
-        fmt = dg.HourlyPartitionsDefinition
         start_str = start.replace(minute=0).strftime("%Y-%m-%d-%H:%M")
     elif kind == "cron":
         cron = rng.choice(CRONS)

@@ -109,7 +109,7 @@ class BackfillWidget(anywidget.AnyWidget):
         self._run_status: dict[str, str] = {}
         self._run_attempt: dict[str, int] = {}
         self._started_at: dict[int, float] = {}
-        self._finished_at: deque[float] = deque(maxlen=2000)
+        self._progress: deque[tuple[float, int]] = deque()  # (time, runs done) at each summary, last minute
         cells = len(self._partition_keys) * self._n_steps
         self._status = np.zeros(cells, np.uint8)
         self._attempts = np.zeros(cells, np.uint8)
@@ -148,6 +148,7 @@ class BackfillWidget(anywidget.AnyWidget):
         record = get_backfill(backfill_id, job=self._job, instance=self._storage).record
         with self._lock:
             self._runs, self._run_status, self._run_attempt = {}, {}, {}
+            self._progress.clear()
             self._pending.clear()
             self._status[:] = MISSING
             self._attempts[:] = 0
@@ -239,15 +240,12 @@ class BackfillWidget(anywidget.AnyWidget):
                 if self._status[cell] != SUCCESS:
                     self._mark(cell, CANCELED, event.attempt)
         elif event.status == "FAILURE":
-            self._finished_at.append(event.ts)
             failed = any(self._status[c] == FAILURE for c in cells)
             for cell in cells:
                 if self._status[cell] not in _FINAL_CELLS:  # a dead worker or an interruption left it open
                     code = FAILURE if self._status[cell] == RUNNING or not failed else SKIPPED
                     failed = failed or code == FAILURE
                     self._mark(cell, code, event.attempt)
-        elif event.status == "SUCCESS":
-            self._finished_at.append(event.ts)
 
     def _on_step_event(self, cell: int, event: Event, run_attempt: int) -> None:
         """A step's cell shows its run's attempt (step retries happen within one attempt)."""
@@ -306,18 +304,25 @@ class BackfillWidget(anywidget.AnyWidget):
             counts[status] += 1
         total = len(self._run_status)
         done = sum(counts[s] for s in RUN_DONE)
-        now = time.time()
-        recent = [t for t in self._finished_at if t > now - 60]
-        per_minute = float(len(recent)) if recent else 0.0
+        per_minute = self._rate(done)
         left = total - done
         return {
             "counts": {k: v for k, v in counts.items() if v},
             "total": total,
             "done": done,
             "percent": round(100.0 * done / total, 1) if total else 0.0,
-            "per_minute": per_minute,
+            "per_minute": round(per_minute, 1),
             "eta_seconds": round(60.0 * left / per_minute, 1) if per_minute and left else None,
         }
+
+    def _rate(self, done: int) -> float:
+        """Runs finished a minute, over the last minute of summaries."""
+        now = time.monotonic()
+        self._progress.append((now, done))
+        while now - self._progress[0][0] > 60:
+            self._progress.popleft()
+        since, done_then = self._progress[0]
+        return 60.0 * (done - done_then) / (now - since) if now - since > 0.5 else 0.0
 
     # --- messages from the front end (they arrive when no cell is running)
     def _on_message(self, _widget: Any, content: dict[str, Any], _buffers: list) -> None:

@@ -240,3 +240,12 @@ def test_resuming_keeps_a_reopened_widget_live(recording, store):
     assert (np.frombuffer(reopened.status, np.uint8)[:8] == SUCCESS).all()
     assert any(c["count"] for c, _ in custom(reopened, "delta"))
     reopened.close()
+
+
+def test_runs_a_minute_and_eta_come_from_the_last_minute(recording, store):
+    widget = nbb.backfill(make_job(), instance=store)
+    assert widget._rate(0) == 0.0  # a single sample: no rate yet
+    time.sleep(0.6)
+    rate = widget._rate(30)
+    assert 2000 < rate < 3100  # 30 runs in about 0.6 s
+    widget.close()

@@ -179,6 +179,7 @@ def _new_id(length: int = 8) -> str:
 
 
 def _run_ids(backfill_id: str, count: int) -> list[str]:
+    """Run ids begin with the backfill id and '-' (storage finds a backfill's steps by that prefix)."""
     salt = os.urandom(4).hex()
     return [f"{backfill_id}-{salt}-{i:06d}" for i in range(count)]
 

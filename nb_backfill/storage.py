@@ -399,6 +399,14 @@ class Storage:
             (backfill_id,),
         )
 
+    def step_rows(self, backfill_id: str) -> list[tuple]:
+        """(run_id, step, status, start_time, end_time) of a backfill's steps, by a range scan of
+        the steps' primary key: run ids begin with their backfill's id and '-'."""
+        return self.query(
+            "SELECT run_id, step, status, start_time, end_time FROM steps WHERE run_id > ? AND run_id < ?",
+            (backfill_id + "-", backfill_id + "."),
+        )
+
     def logs(self, run_id: str) -> list[tuple]:
         return self.query("SELECT step, ts, text FROM logs WHERE run_id = ? ORDER BY id", (run_id,))
 

@@ -153,28 +153,34 @@ class BackfillWidget(anywidget.AnyWidget):
             self._status[:] = MISSING
             self._attempts[:] = 0
             self._durations[:] = np.nan
-            for run in self._storage.runs(backfill_id):
-                index = self._index.get(run.partition)
-                if index is None:
-                    continue
-                self._runs[run.run_id] = index
-                self._run_status[run.run_id] = run.status
-                self._run_attempt[run.run_id] = run.attempt
-                base = index * self._n_steps
-                self._status[base : base + self._n_steps] = QUEUED if run.status not in RUN_DONE else RUN_CODES[run.status]
-                self._attempts[base : base + self._n_steps] = min(run.attempt, 255)
-            for partition, step, status, _step_attempt, start, end, _ in self._storage.steps(backfill_id):
-                index = self._index.get(partition)
-                if index is not None and step in self._step_index:
-                    cell = index * self._n_steps + self._step_index[step]
-                    self._status[cell] = STEP_CODES[status]
-                    if start is not None and end is not None:
-                        self._durations[cell] = end - start
+            runs = self._storage.query(
+                "SELECT run_id, partition, status, attempt FROM runs WHERE backfill_id = ? ORDER BY seq", (backfill_id,)
+            )
+            runs = [(r, self._index[p], status, attempt) for r, p, status, attempt in runs if p in self._index]
+            steps = self._n_steps
+            if runs:
+                run_ids, index, statuses, attempts = zip(*runs)
+                self._runs = dict(zip(run_ids, index))
+                self._run_status = dict(zip(run_ids, statuses))
+                self._run_attempt = dict(zip(run_ids, attempts))
+                cells = (np.array(index)[:, None] * steps + np.arange(steps)).ravel()
+                codes = np.array([QUEUED if s not in RUN_DONE else RUN_CODES[s] for s in statuses], np.uint8)
+                self._status[cells] = np.repeat(codes, steps)
+                self._attempts[cells] = np.repeat(np.minimum(attempts, 255), steps)
+            rows = [
+                (self._runs[r] * steps + self._step_index[step], STEP_CODES[status], (end - start) if end and start else np.nan)
+                for r, step, status, start, end in self._storage.step_rows(backfill_id)
+                if r in self._runs and step in self._step_index
+            ]
+            if rows:
+                cells, codes, durations = (np.array(column) for column in zip(*rows))
+                self._status[cells] = codes
+                self._durations[cells] = durations
             for run_id, status in self._run_status.items():
                 if status == "CANCELED":  # a step stopped by the cancel shows canceled, not failed
-                    base = self._runs[run_id] * self._n_steps
-                    cells = self._status[base : base + self._n_steps]
-                    cells[cells != SUCCESS] = CANCELED
+                    base = self._runs[run_id] * steps
+                    block = self._status[base : base + steps]
+                    block[block != SUCCESS] = CANCELED
         self.backfill = self._backfill_state(record)
         self._send_full_state()
         self.summary = self._summary()

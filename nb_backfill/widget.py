@@ -29,6 +29,8 @@ from .jobs import Job
 from .storage import BACKFILL_DONE, RUN_DONE, RUN_STATUSES, Event, Storage, get_instance
 
 FLUSH_SECONDS = 0.15
+DELTA_BYTES = 10  # a changed cell in a delta: index 4, status 1, attempt 1, duration 4
+FULL_BYTES = 6  # a cell in the full state: status 1, attempt 1, duration 4
 _FINAL_CELLS = (SUCCESS, FAILURE, SKIPPED, CANCELED)
 
 
@@ -292,9 +294,12 @@ class BackfillWidget(anywidget.AnyWidget):
             durations = np.array([v[2] for v in values], "<f4")
             self._attempts[cells] = attempts
             self._durations[cells] = durations
-            self.send({"type": "delta", "count": len(cells)}, buffers=[cells.astype("<u4").tobytes(), codes.tobytes(), attempts.tobytes(), durations.tobytes()])
-            # the full state follows quietly: a view opened later must see it, but it is not re-sent now
-            self._trait_values.update(status=self._status.tobytes(), attempts=self._attempts.tobytes(), durations=self._durations.astype("<f4").tobytes())
+            if DELTA_BYTES * len(cells) > FULL_BYTES * len(self._status):
+                self._send_full_state()  # most of the grid changed: the whole state is the smaller message
+            else:
+                self.send({"type": "delta", "count": len(cells)}, buffers=[cells.astype("<u4").tobytes(), codes.tobytes(), attempts.tobytes(), durations.tobytes()])
+                # the full state follows quietly: a view opened later must see it, but it is not re-sent now
+                self._trait_values.update(status=self._status.tobytes(), attempts=self._attempts.tobytes(), durations=self._durations.astype("<f4").tobytes())
         if self._backfill_id is not None:
             record = self._storage.get_backfill(self._backfill_id)
             if record is not None:

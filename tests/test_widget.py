@@ -109,6 +109,23 @@ def test_launch_from_the_front_end_and_watch_deltas(recording, store):
     widget.close()
 
 
+def test_a_push_that_changes_most_of_the_grid_sends_the_whole_state(recording, store):
+    @nbb.job(partitions_def=nbb.StaticPartitionsDefinition(["a", "b", "c", "d"]))
+    def quick(context):
+        pass
+
+    widget = nbb.backfill(quick, instance=store)
+    widget.comm.messages.clear()
+    bf = nbb.launch_backfill(quick, all=True, instance=store)
+    widget.show_backfill(bf.id)
+    bf.wait(timeout=10)
+    wait_for(lambda: widget.summary.get("done") == 4)
+    sent = [(len(custom(widget, "delta")), len(updates(widget, "status")))]
+    assert sent[0][1] >= 2 and sent[0][0] == 0  # 4 cells: a delta (40 B) never beats the whole state (24 B)
+    assert set(np.frombuffer(widget.status, np.uint8)) == {SUCCESS}
+    widget.close()
+
+
 def test_preview_counts_what_a_launch_would_run(recording, store):
     widget = nbb.backfill(make_job(), instance=store)
     send_from_front_end(widget, {"type": "preview", "selection": {"mode": "range", "from": "2024-01-10", "to": "2024-01-19"}})

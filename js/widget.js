@@ -216,7 +216,7 @@ function render({ model, el }) {
   const canvas = h("canvas", { class: "nbb-grid" });
   const tooltip = h("div", { class: "nbb-tooltip", hidden: "" });
   const rowLabels = h("div", { class: "nbb-row-labels" });
-  const gridBox = h("div", { class: "nbb-grid-box" }, [rowLabels, h("div", { class: "nbb-canvas-box" }, [canvas, tooltip])]);
+  const gridBox = h("div", { class: "nbb-grid-box" }, [rowLabels, h("div", { class: "nbb-canvas-box" }, [canvas])]);
   const detail = h("div", { class: "nbb-detail", hidden: "" });
 
   root.append(
@@ -229,6 +229,7 @@ function render({ model, el }) {
     legend(),
     gridBox,
     detail,
+    tooltip, // outside the scrolling grid, so it is never clipped
   );
 
   let keys = null;
@@ -305,8 +306,9 @@ function render({ model, el }) {
     }
     tooltip.textContent = describeCell(hit);
     tooltip.hidden = false;
-    tooltip.style.left = `${event.offsetX + 12}px`;
-    tooltip.style.top = `${event.offsetY + 12}px`;
+    const origin = root.getBoundingClientRect();
+    tooltip.style.left = `${event.clientX - origin.left + 12}px`;
+    tooltip.style.top = `${event.clientY - origin.top + 12}px`;
     if (dragFrom && hit.partition !== dragFrom.partition) {
       const [a, b] = [dragFrom.partition, hit.partition].sort((x, y) => x - y);
       preview.textContent = `${b - a + 1} partitions: ${keyOf(a)} … ${keyOf(b)}`;

@@ -103,7 +103,8 @@ class BackfillWidget(anywidget.AnyWidget):
         self._n_steps = len(job.steps)
         self._step_index = {name: i for i, name in enumerate(job.step_names)}
         layout = layout_for(job.partitions_def, self._partition_keys)
-        self._lock = threading.Condition()
+        self._lock = threading.Condition()  # the grid's arrays and pending changes
+        self._send_lock = threading.RLock()  # one push at a time, in the order the state changed
         self._pending: dict[int, tuple[int, int, float]] = {}
         self._closed = False
         self._backfill_id: str | None = None
@@ -146,9 +147,11 @@ class BackfillWidget(anywidget.AnyWidget):
             self.view = "backfill"  # the observer loads it
 
     def _load_backfill(self) -> None:
+        """Read the backfill in view from storage and send it whole. Under the lock, so events
+        the engine commits meanwhile are applied after the read, never lost or overwritten."""
         backfill_id = self._backfill_id
         record = get_backfill(backfill_id, job=self._job, instance=self._storage).record
-        with self._lock:
+        with self._send_lock, self._lock:
             self._runs, self._run_status, self._run_attempt = {}, {}, {}
             self._progress.clear()
             self._pending.clear()
@@ -183,18 +186,22 @@ class BackfillWidget(anywidget.AnyWidget):
                     base = self._runs[run_id] * steps
                     block = self._status[base : base + steps]
                     block[block != SUCCESS] = CANCELED
-        self.backfill = self._backfill_state(record)
-        self._send_full_state()
-        self.summary = self._summary()
+            state = self._store_quietly()
+        with self._send_lock:
+            self.backfill = self._backfill_state(record)
+            self.send_state(list(state))
+            self.summary = self._summary()
 
     def _load_history(self) -> None:
         latest = frames.latest_statuses(self._storage, self._job.name)
         codes = np.array([HISTORY_CODES[latest.get(k, "MISSING")] for k in self._partition_keys], np.uint8)
-        with self._lock:
-            self._status[:] = np.repeat(codes, self._n_steps)
-            self._attempts[:] = 0
-            self._durations[:] = np.nan
-        self._send_full_state()
+        with self._send_lock:
+            with self._lock:
+                self._status[:] = np.repeat(codes, self._n_steps)
+                self._attempts[:] = 0
+                self._durations[:] = np.nan
+                state = self._store_quietly()
+            self.send_state(list(state))
 
     def _on_view(self, change: dict[str, Any]) -> None:
         if change["new"] == "history":
@@ -202,11 +209,19 @@ class BackfillWidget(anywidget.AnyWidget):
         elif self._backfill_id is not None:
             self._load_backfill()
 
-    def _send_full_state(self) -> None:
-        with self.hold_sync():
-            self.status = self._status.tobytes()
-            self.attempts = self._attempts.tobytes()
-            self.durations = self._durations.astype("<f4").tobytes()
+    def _store_quietly(self) -> dict[str, bytes]:
+        """Put the grid's state in the traits without syncing it (call with the lock held).
+
+        Setting the traits would sync them, and would skip a value equal to the stored one even
+        when the front end has not seen it; so the state goes in traitlets' store, and callers
+        send it explicitly (send_state) or leave it for a view opened later."""
+        state = {
+            "status": self._status.tobytes(),
+            "attempts": self._attempts.tobytes(),
+            "durations": self._durations.astype("<f4").tobytes(),
+        }
+        self._trait_values.update(state)
+        return state
 
     def _backfill_state(self, record) -> dict[str, Any]:
         return {
@@ -284,22 +299,29 @@ class BackfillWidget(anywidget.AnyWidget):
 
     def flush(self) -> int:
         """Push the cells changed since the last flush as one binary message; returns how many."""
-        with self._lock:
-            pending, self._pending = self._pending, {}
-        if pending:
-            cells = np.fromiter(pending, np.uint32, len(pending))
-            values = list(pending.values())
-            codes = np.array([v[0] for v in values], np.uint8)
-            attempts = np.array([v[1] for v in values], np.uint8)
-            durations = np.array([v[2] for v in values], "<f4")
-            self._attempts[cells] = attempts
-            self._durations[cells] = durations
-            if DELTA_BYTES * len(cells) > FULL_BYTES * len(self._status):
-                self._send_full_state()  # most of the grid changed: the whole state is the smaller message
-            else:
-                self.send({"type": "delta", "count": len(cells)}, buffers=[cells.astype("<u4").tobytes(), codes.tobytes(), attempts.tobytes(), durations.tobytes()])
-                # the full state follows quietly: a view opened later must see it, but it is not re-sent now
-                self._trait_values.update(status=self._status.tobytes(), attempts=self._attempts.tobytes(), durations=self._durations.astype("<f4").tobytes())
+        with self._send_lock:  # a delta never crosses a whole state sent for another backfill
+            with self._lock:
+                pending, self._pending = self._pending, {}
+                if pending:
+                    cells = np.fromiter(pending, np.uint32, len(pending))
+                    values = list(pending.values())
+                    codes = np.array([v[0] for v in values], np.uint8)
+                    attempts = np.array([v[1] for v in values], np.uint8)
+                    durations = np.array([v[2] for v in values], "<f4")
+                    self._attempts[cells] = attempts
+                    self._durations[cells] = durations
+                    state = self._store_quietly()
+            if pending:
+                if DELTA_BYTES * len(cells) > FULL_BYTES * len(self._status):
+                    self.send_state(list(state))  # most of the grid changed: the whole state is smaller
+                else:
+                    buffers = [cells.astype("<u4").tobytes(), codes.tobytes(), attempts.tobytes(), durations.tobytes()]
+                    self.send({"type": "delta", "count": len(cells)}, buffers=buffers)
+            self._flush_summary()
+        return len(pending)
+
+    def _flush_summary(self) -> None:
+        """The header and summary line of the backfill in view (small traits, synced as they change)."""
         if self._backfill_id is not None:
             record = self._storage.get_backfill(self._backfill_id)
             if record is not None:
@@ -307,7 +329,6 @@ class BackfillWidget(anywidget.AnyWidget):
                 if state != self.backfill:
                     self.backfill = state
             self.summary = self._summary()
-        return len(pending)
 
     def _summary(self) -> dict[str, Any]:
         counts = {s: 0 for s in RUN_STATUSES}

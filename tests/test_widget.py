@@ -266,3 +266,16 @@ def test_runs_a_minute_and_eta_come_from_the_last_minute(recording, store):
     rate = widget._rate(30)
     assert 2000 < rate < 3100  # 30 runs in about 0.6 s
     widget.close()
+
+
+def test_showing_a_backfill_always_sends_its_whole_state(recording, store):
+    # the traits may already hold the state quietly (a flush stores it without syncing); a view
+    # change must still reach the front end, or old cells stay painted under the new deltas
+    job = make_job()
+    bf = nbb.launch_backfill(job, from_="2024-01-01", to="2024-01-03", instance=store)
+    bf.wait(timeout=10)
+    widget = bf.widget()
+    widget.comm.messages.clear()
+    widget.show_backfill(bf.id)  # same state as the traits hold
+    assert len(updates(widget, "status")) == 1
+    widget.close()

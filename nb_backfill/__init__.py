@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .backfill import Backfill, get_backfill, get_instance, launch_backfill, list_backfills, partition_status, resume_backfill
+from .backfills import Backfill, get_backfill, get_instance, launch_backfill, list_backfills, partition_status, resume_backfill
 from .dynamic import DynamicPartitionsDefinition
 from .errors import (
     BackfillStateError,

@@ -14,7 +14,7 @@ import json
 from collections.abc import Mapping
 from typing import Any, NoReturn
 
-from .backfill import COORDINATORS, ORDERS, Backfill, get_backfill, launch_backfill
+from .backfills import COORDINATORS, ORDERS, Backfill, get_backfill, launch_backfill
 from .errors import NbBackfillError, UnknownBackfillError, quoted_list
 from .executors import EXECUTORS
 from .jobs import Job

@@ -40,7 +40,7 @@ from .arguments import (
     jobs_in,
     launch_kwargs,
 )
-from .backfill import Backfill, get_backfill, launch_backfill, list_backfills, resume_backfill
+from .backfills import Backfill, get_backfill, launch_backfill, list_backfills, resume_backfill
 from .errors import NbBackfillError
 from .jobs import Job
 from .storage import BACKFILL_DONE

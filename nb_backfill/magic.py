@@ -27,7 +27,7 @@ from .arguments import (
     launch_kwargs,
     selection_given,
 )
-from .backfill import Backfill, get_backfill, launch_backfill, list_backfills, resume_backfill
+from .backfills import Backfill, get_backfill, launch_backfill, list_backfills, resume_backfill
 from .errors import NbBackfillError
 from .jobs import Job
 

@@ -21,7 +21,7 @@ import numpy as np
 import traitlets
 
 from . import frames
-from .backfill import Backfill, get_backfill, launch_backfill
+from .backfills import Backfill, get_backfill, launch_backfill
 from .coordinator import Engine
 from .errors import NbBackfillError, UnknownPartitionError
 from .grid import CANCELED, FAILURE, HISTORY_CODES, MISSING, QUEUED, RUN_CODES, RUNNING, SKIPPED, STEP_CODES, SUCCESS, describe, layout_for

@@ -395,9 +395,9 @@ class Backfill:
 
     def run(self, partition: str) -> RunRecord:
         """The stored run of one partition of this backfill (its latest attempt)."""
-        for run in self._storage.runs(self.id):
-            if run.partition == partition:
-                return run
+        run = self._storage.run_of(self.id, partition)
+        if run is not None:
+            return run
         runs = self._storage.runs(self.id)
         span = f"its {len(runs)} partitions run from {runs[0].partition!r} to {runs[-1].partition!r}" if runs else "it has no runs"
         raise UnknownPartitionError(f"partition {partition!r} is not in backfill {self.id!r}: {span}")

@@ -50,12 +50,13 @@ def runs_df(storage: Storage, backfill_id: str, definition: PartitionsDefinition
 
 def steps_df(storage: Storage, backfill_id: str, job: Job) -> pd.DataFrame:
     """Partitions x steps of a backfill: each cell the step's status (PENDING until it starts)."""
-    partitions = [r[0] for r in storage.query("SELECT partition FROM runs WHERE backfill_id = ? ORDER BY seq", (backfill_id,))]
-    position = {p: i for i, p in enumerate(partitions)}
-    columns = {name: ["PENDING"] * len(partitions) for name in job.step_names}
-    for partition, step, status, *_ in storage.steps(backfill_id):
-        if step in columns:
-            columns[step][position[partition]] = status
+    runs = storage.query("SELECT run_id, partition FROM runs WHERE backfill_id = ? ORDER BY seq", (backfill_id,))
+    position = {run_id: i for i, (run_id, _) in enumerate(runs)}
+    columns = {name: ["PENDING"] * len(runs) for name in job.step_names}
+    for run_id, step, status, _start, _end in storage.step_rows(backfill_id):
+        if step in columns and run_id in position:
+            columns[step][position[run_id]] = status
+    partitions = [partition for _, partition in runs]
     frame = pd.DataFrame(
         {name: pd.Categorical(values, categories=STEP_STATUSES) for name, values in columns.items()},
         index=partition_index(partitions, job.partitions_def),

@@ -293,6 +293,10 @@ class Storage:
         rows = self.query("SELECT * FROM runs WHERE backfill_id = ? ORDER BY seq", (backfill_id,))
         return [RunRecord(*r) for r in rows]
 
+    def run_of(self, backfill_id: str, partition: str) -> RunRecord | None:
+        rows = self.query("SELECT * FROM runs WHERE backfill_id = ? AND partition = ?", (backfill_id, partition))
+        return RunRecord(*rows[0]) if rows else None
+
     def run_counts(self, backfill_id: str) -> dict[str, int]:
         rows = self.query("SELECT status, COUNT(*) FROM runs WHERE backfill_id = ? GROUP BY status", (backfill_id,))
         return dict(rows)
@@ -392,13 +396,6 @@ class Storage:
             )
 
     # --- steps, logs, events
-    def steps(self, backfill_id: str) -> list[tuple]:
-        return self.query(
-            "SELECT r.partition, s.step, s.status, s.attempt, s.start_time, s.end_time, s.error "
-            "FROM steps s JOIN runs r ON r.run_id = s.run_id WHERE r.backfill_id = ? ORDER BY r.seq",
-            (backfill_id,),
-        )
-
     def step_rows(self, backfill_id: str) -> list[tuple]:
         """(run_id, step, status, start_time, end_time) of a backfill's steps, by a range scan of
         the steps' primary key: run ids begin with their backfill's id and '-'."""

@@ -196,8 +196,11 @@ class Engine:
 
     def set_max_concurrent(self, backfill_id: str, value: int | None) -> None:
         def apply() -> None:
-            if backfill_id in self._active:
-                self._active[backfill_id].max_concurrent = value
+            active = self._active.get(backfill_id)
+            if active is not None:
+                active.max_concurrent = value
+                active.coordinator = "queued"  # only the queued coordinator counts
+                self._withdraw_unstarted(active, keep=active.capacity)
 
         self.call(apply)
 
@@ -356,11 +359,16 @@ class Engine:
 
     def _pause(self, backfill_id: str) -> None:
         active = self._active.get(backfill_id)
-        if active is None:
-            return
-        active.status = "PAUSED"
-        # runs handed over but not started go back to the queue; started ones finish
-        for run_id in [r for r in active.in_flight if not active.started.get(r)]:
+        if active is not None:
+            active.status = "PAUSED"
+            self._withdraw_unstarted(active, keep=0)
+
+    def _withdraw_unstarted(self, active: ActiveBackfill, keep: int) -> None:
+        """Runs handed to the executor but not started go back to the front of the queue, until
+        at most `keep` are in flight; started runs finish."""
+        for run_id in reversed([r for r in active.in_flight if not active.started.get(r)]):
+            if len(active.in_flight) <= keep:
+                return
             if active.executor.withdraw(run_id):
                 run, _ = active.in_flight.pop(run_id)
                 active.pending.appendleft(run)
@@ -398,6 +406,7 @@ class Engine:
                 self._pause(backfill_id)
             elif record.status == "REQUESTED" and active.status == "PAUSED":
                 active.status = "REQUESTED"
+            active.coordinator = record.options.get("coordinator", active.coordinator)
             active.max_concurrent = record.options.get("max_concurrent", active.max_concurrent)
 
 

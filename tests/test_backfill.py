@@ -215,6 +215,28 @@ def test_queued_coordinator_respects_max_concurrent_live(store):
     assert bf.record.options["max_concurrent"] == 3
 
 
+def test_max_concurrent_set_live_on_the_default_coordinator(store):
+    lock = threading.Lock()
+    running = [0]
+    peak = []
+
+    @nbb.job(partitions_def=nbb.StaticPartitionsDefinition([str(i) for i in range(30)]))
+    def counted_default(context):
+        with lock:
+            running[0] += 1
+            peak.append(running[0])
+        time.sleep(0.03)
+        with lock:
+            running[0] -= 1
+
+    bf = nbb.launch_backfill(counted_default, all=True, max_workers=4, instance=store)
+    bf.set_max_concurrent(1)
+    first = len(peak)
+    assert bf.wait(timeout=20) == "COMPLETED_SUCCESS"
+    assert max(peak[first + 4 :]) == 1  # once the runs already started are done, one at a time
+    assert bf.record.options["coordinator"] == "queued"
+
+
 def test_tag_limits_hold_back_only_matching_runs(store):
     multi = nbb.MultiPartitionsDefinition(
         {"day": nbb.StaticPartitionsDefinition([str(i) for i in range(6)]), "region": nbb.StaticPartitionsDefinition(["eu", "us"])}

@@ -360,6 +360,10 @@ class Backfill:
             self._storage.set_backfill_status(self.id, "REQUESTED", only_from=["PAUSED"])
             self._engine.resume(self.id)
             return self
+        record = self.record
+        if record.status == "PAUSED" and owner_alive(record.owner, record.heartbeat):
+            self._storage.set_backfill_status(self.id, "REQUESTED", only_from=["PAUSED"])  # its owner reads this
+            return self
         return resume_backfill(self.id, job=self._job, instance=self._storage)
 
     def retry_failed(self) -> Backfill:

@@ -98,6 +98,26 @@ def test_resume_refuses_while_the_owner_runs_it(tmp_path, script):
         launch.wait()
 
 
+def test_pause_and_resume_from_another_process(tmp_path, script):
+    store, marks = tmp_path / "store", tmp_path / "marks"
+    marks.mkdir()
+    env = {**os.environ, "SLEEP": "0.2", "N": "40"}
+    launch = subprocess.Popen([sys.executable, str(script), str(store), str(marks), "launch"], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        bf = nbb.get_backfill(launch.stdout.readline().strip(), instance=store)
+        bf.pause()
+        time.sleep(1.0)  # the owner polls storage twice a second
+        paused_at = bf.counts()["SUCCESS"]
+        time.sleep(0.5)
+        assert bf.status == "PAUSED" and bf.counts()["SUCCESS"] == paused_at < 40
+        bf.resume()
+        assert launch.stdout.readline().strip() == "COMPLETED_SUCCESS"
+        assert len(_executions(marks, "launch")) == 40
+    finally:
+        launch.kill()
+        launch.wait()
+
+
 def test_two_processes_share_one_store(tmp_path, script):
     store, marks = tmp_path / "store", tmp_path / "marks"
     marks.mkdir()

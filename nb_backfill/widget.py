@@ -9,6 +9,7 @@ with the cells that changed, not with the grid. The full state stays in the mode
 
 from __future__ import annotations
 
+import argparse
 import threading
 import time
 from collections import deque
@@ -23,7 +24,8 @@ import traitlets
 from . import frames
 from .backfills import Backfill, get_backfill, launch_backfill
 from .coordinator import Engine
-from .errors import NbBackfillError, UnknownPartitionError
+from .arguments import parse_tags
+from .errors import InvalidOptionError, NbBackfillError, UnknownPartitionError
 from .grid import CANCELED, FAILURE, HISTORY_CODES, MISSING, QUEUED, RUN_CODES, RUNNING, SKIPPED, STEP_CODES, SUCCESS, describe, layout_for
 from .jobs import Job
 from .storage import BACKFILL_DONE, RUN_DONE, RUN_STATUSES, Event, Storage, get_instance
@@ -62,13 +64,13 @@ def _option_kwargs(options: dict[str, Any]) -> dict[str, Any]:
             kwargs[name] = options[name]
     if options.get("max_concurrent") not in (None, ""):
         kwargs["max_concurrent"] = int(options["max_concurrent"])
-    tags = {}
-    for pair in str(options.get("tags") or "").split(","):
-        if pair.strip():
-            key, sep, value = pair.partition("=")
-            if not sep:
-                raise NbBackfillError(f"tags must look like key=value, got {pair.strip()!r}")
-            tags[key.strip()] = value.strip()
+    tags: dict[str, str] = {}
+    text = str(options.get("tags") or "").strip()
+    for pair in [text] if text.startswith("{") else [p for p in text.split(",") if p.strip()]:
+        try:
+            tags.update(parse_tags(pair))  # the same rules and words as `--tags`
+        except argparse.ArgumentTypeError as error:
+            raise InvalidOptionError(f"tags: {error}") from None
     if tags:
         kwargs["tags"] = tags
     return kwargs
@@ -187,10 +189,11 @@ class BackfillWidget(anywidget.AnyWidget):
                     block = self._status[base : base + steps]
                     block[block != SUCCESS] = CANCELED
             state = self._store_quietly()
+            summary = self._summary()
         with self._send_lock:
             self.backfill = self._backfill_state(record)
             self.send_state(list(state))
-            self.summary = self._summary()
+            self.summary = summary
 
     def _load_history(self) -> None:
         latest = frames.latest_statuses(self._storage, self._job.name)
@@ -311,16 +314,17 @@ class BackfillWidget(anywidget.AnyWidget):
                     self._attempts[cells] = attempts
                     self._durations[cells] = durations
                     state = self._store_quietly()
+                summary = self._summary()  # of the same moment as the cells pushed with it
             if pending:
                 if DELTA_BYTES * len(cells) > FULL_BYTES * len(self._status):
                     self.send_state(list(state))  # most of the grid changed: the whole state is smaller
                 else:
                     buffers = [cells.astype("<u4").tobytes(), codes.tobytes(), attempts.tobytes(), durations.tobytes()]
                     self.send({"type": "delta", "count": len(cells)}, buffers=buffers)
-            self._flush_summary()
+            self._flush_summary(summary)
         return len(pending)
 
-    def _flush_summary(self) -> None:
+    def _flush_summary(self, summary: dict[str, Any]) -> None:
         """The header and summary line of the backfill in view (small traits, synced as they change)."""
         if self._backfill_id is not None:
             record = self._storage.get_backfill(self._backfill_id)
@@ -328,7 +332,7 @@ class BackfillWidget(anywidget.AnyWidget):
                 state = self._backfill_state(record)
                 if state != self.backfill:
                     self.backfill = state
-            self.summary = self._summary()
+            self.summary = summary
 
     def _summary(self) -> dict[str, Any]:
         counts = {s: 0 for s in RUN_STATUSES}

@@ -140,7 +140,7 @@ def test_bad_launch_shows_the_error_and_writes_nothing(recording, store):
     send_from_front_end(widget, {"type": "launch", "selection": {"mode": "list", "keys": "2024-01-01,nope"}, "options": {}})
     assert widget.notice["kind"] == "error" and "'nope'" in widget.notice["text"]
     send_from_front_end(widget, {"type": "launch", "selection": {"mode": "all"}, "options": {"tags": "novalue"}})
-    assert "key=value" in widget.notice["text"]
+    assert "key=value" in widget.notice["text"] and "novalue" in widget.notice["text"]
     assert store.query("SELECT COUNT(*) FROM backfills")[0][0] == 0
     widget.close()
 

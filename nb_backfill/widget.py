@@ -62,8 +62,12 @@ def _option_kwargs(options: dict[str, Any]) -> dict[str, Any]:
     for name in ("coordinator", "executor", "order"):
         if options.get(name):
             kwargs[name] = options[name]
-    if options.get("max_concurrent") not in (None, ""):
-        kwargs["max_concurrent"] = int(options["max_concurrent"])
+    value = options.get("max_concurrent")
+    if value not in (None, ""):
+        try:
+            kwargs["max_concurrent"] = int(value)
+        except (TypeError, ValueError):
+            raise InvalidOptionError(f"max concurrent must be a whole number >= 1, got {value!r}") from None
     tags: dict[str, str] = {}
     text = str(options.get("tags") or "").strip()
     for pair in [text] if text.startswith("{") else [p for p in text.split(",") if p.strip()]:

@@ -116,13 +116,16 @@ def test_a_push_that_changes_most_of_the_grid_sends_the_whole_state(recording, s
 
     widget = nbb.backfill(quick, instance=store)
     widget.comm.messages.clear()
-    bf = nbb.launch_backfill(quick, all=True, instance=store)
-    widget.show_backfill(bf.id)
-    bf.wait(timeout=10)
-    wait_for(lambda: widget.summary.get("done") == 4)
-    sent = [(len(custom(widget, "delta")), len(updates(widget, "status")))]
-    assert sent[0][1] >= 2 and sent[0][0] == 0  # 4 cells: a delta (40 B) never beats the whole state (24 B)
-    assert set(np.frombuffer(widget.status, np.uint8)) == {SUCCESS}
+    with widget._lock:  # four of four cells change: 40 bytes as a delta, 24 as the whole state
+        for cell in range(4):
+            widget._mark(cell, SUCCESS, 1)
+    widget.flush()
+    assert len(custom(widget, "delta")) == 0 and len(updates(widget, "status")) == 1
+    with widget._lock:  # one cell: 10 bytes as a delta
+        widget._mark(2, FAILURE, 1)
+    widget.flush()
+    assert len(custom(widget, "delta")) == 1 and len(updates(widget, "status")) == 1
+    assert list(np.frombuffer(widget.status, np.uint8)) == [SUCCESS, SUCCESS, FAILURE, SUCCESS]
     widget.close()
 
 
@@ -141,6 +144,8 @@ def test_bad_launch_shows_the_error_and_writes_nothing(recording, store):
     assert widget.notice["kind"] == "error" and "'nope'" in widget.notice["text"]
     send_from_front_end(widget, {"type": "launch", "selection": {"mode": "all"}, "options": {"tags": "novalue"}})
     assert "key=value" in widget.notice["text"] and "novalue" in widget.notice["text"]
+    send_from_front_end(widget, {"type": "launch", "selection": {"mode": "all"}, "options": {"coordinator": "queued", "max_concurrent": "two"}})
+    assert widget.notice["text"] == "max concurrent must be a whole number >= 1, got 'two'"
     assert store.query("SELECT COUNT(*) FROM backfills")[0][0] == 0
     widget.close()
 

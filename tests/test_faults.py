@@ -43,6 +43,14 @@ def _executions(marks: Path, mode: str) -> list[str]:
     return [line for f in marks.glob(f"{mode}-*.txt") for line in f.read_text().split()]
 
 
+def launch(script, store, marks, **env):
+    """The job script launching its backfill in a process of its own (stdout: id, then final status)."""
+    return subprocess.Popen(
+        [sys.executable, str(script), str(store), str(marks), "launch"], stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, env={**os.environ, **env},
+    )
+
+
 @pytest.fixture
 def script(tmp_path):
     path = tmp_path / "job.py"
@@ -54,13 +62,13 @@ def script(tmp_path):
 def test_sigkill_then_resume(tmp_path, script, kill_after):
     store, marks = tmp_path / "store", tmp_path / "marks"
     marks.mkdir()
-    launch = subprocess.Popen([sys.executable, str(script), str(store), str(marks), "launch"], stdout=subprocess.PIPE, text=True)
-    backfill_id = launch.stdout.readline().strip()
+    launched = launch(script, store, marks)
+    backfill_id = launched.stdout.readline().strip()
     deadline = time.time() + 30
     while len(_executions(marks, "launch")) < kill_after and time.time() < deadline:
         time.sleep(0.002)
-    os.kill(launch.pid, signal.SIGKILL)
-    launch.wait()
+    os.kill(launched.pid, signal.SIGKILL)
+    launched.wait()
 
     bf = nbb.get_backfill(backfill_id, instance=store)
     runs = bf.runs_df()
@@ -85,47 +93,41 @@ def test_sigkill_then_resume(tmp_path, script, kill_after):
 def test_resume_refuses_while_the_owner_runs_it(tmp_path, script):
     store, marks = tmp_path / "store", tmp_path / "marks"
     marks.mkdir()
-    env = {**os.environ, "SLEEP": "0.5", "N": "8"}
-    launch = subprocess.Popen([sys.executable, str(script), str(store), str(marks), "launch"], stdout=subprocess.PIPE, text=True, env=env)
+    launched = launch(script, store, marks, SLEEP="0.5", N="8")
     try:
-        backfill_id = launch.stdout.readline().strip()
+        backfill_id = launched.stdout.readline().strip()
         with pytest.raises(nbb.BackfillStateError, match="being run by another process"):
             nbb.resume_backfill(backfill_id, job=nbb.Job("work", [nbb.step(lambda: None, name="w")], nbb.StaticPartitionsDefinition(["x"])), instance=store)
         nbb.get_backfill(backfill_id, instance=store).cancel()  # the owner reads it back from storage
-        assert launch.stdout.readline().strip() == "CANCELED"
+        assert launched.stdout.readline().strip() == "CANCELED"
     finally:
-        launch.kill()
-        launch.wait()
+        launched.kill()
+        launched.wait()
 
 
 def test_pause_and_resume_from_another_process(tmp_path, script):
     store, marks = tmp_path / "store", tmp_path / "marks"
     marks.mkdir()
-    env = {**os.environ, "SLEEP": "0.2", "N": "40"}
-    launch = subprocess.Popen([sys.executable, str(script), str(store), str(marks), "launch"], stdout=subprocess.PIPE, text=True, env=env)
+    launched = launch(script, store, marks, SLEEP="0.2", N="40")
     try:
-        bf = nbb.get_backfill(launch.stdout.readline().strip(), instance=store)
+        bf = nbb.get_backfill(launched.stdout.readline().strip(), instance=store)
         bf.pause()
         time.sleep(1.0)  # the owner polls storage twice a second
         paused_at = bf.counts()["SUCCESS"]
         time.sleep(0.5)
         assert bf.status == "PAUSED" and bf.counts()["SUCCESS"] == paused_at < 40
         bf.resume()
-        assert launch.stdout.readline().strip() == "COMPLETED_SUCCESS"
+        assert launched.stdout.readline().strip() == "COMPLETED_SUCCESS"
         assert len(_executions(marks, "launch")) == 40
     finally:
-        launch.kill()
-        launch.wait()
+        launched.kill()
+        launched.wait()
 
 
 def test_two_processes_share_one_store(tmp_path, script):
     store, marks = tmp_path / "store", tmp_path / "marks"
     marks.mkdir()
-    env = {**os.environ, "SLEEP": "0", "N": "400"}
-    procs = [
-        subprocess.Popen([sys.executable, str(script), str(store), str(marks), "launch"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-        for _ in range(2)
-    ]
+    procs = [launch(script, store, marks, SLEEP="0", N="400") for _ in range(2)]
     reads = 0
     while any(p.poll() is None for p in procs):
         nbb.list_backfills(instance=store)  # a third process reading meanwhile

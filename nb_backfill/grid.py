@@ -17,9 +17,8 @@ from .keyformat import civil_from_days, day_of_year
 from .partitions import MultiPartitionsDefinition, PartitionsDefinition, TimeWindowPartitionsDefinition
 from .schedules import DAY
 
-# cell codes, shared with js/widget.js
+# cell codes: js/widget.js names them in the same order (CODES)
 MISSING, QUEUED, RUNNING, SUCCESS, FAILURE, SKIPPED, CANCELED = range(7)
-CODE_NAMES = ("missing", "queued", "running", "success", "failure", "skipped", "canceled")
 RUN_CODES = {
     "QUEUED": QUEUED, "NOT_STARTED": QUEUED, "STARTING": QUEUED, "STARTED": QUEUED, "CANCELING": RUNNING,
     "SUCCESS": SUCCESS, "FAILURE": FAILURE, "CANCELED": CANCELED,

@@ -8,7 +8,7 @@ other format falls back to `datetime.strftime`, so every format Python knows sti
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone, tzinfo
+from datetime import datetime, tzinfo
 
 import numpy as np
 
@@ -149,12 +149,3 @@ def format_ticks(ticks: Ticks, fmt: str, tz: tzinfo, suffix_repeated: bool) -> l
         for i in np.flatnonzero(ticks.repeated).tolist():
             keys[i] += offset_suffix(int(offsets[i]))
     return keys
-
-
-def local_datetime(utc: int, tz: tzinfo) -> datetime:
-    """The aware datetime of an instant in tz (fold set right for repeated wall times)."""
-    return datetime.fromtimestamp(int(utc), tz)
-
-
-def utc_datetime(utc: int) -> datetime:
-    return datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(seconds=int(utc))

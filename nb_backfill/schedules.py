@@ -54,7 +54,7 @@ class CronSchedule:
     weekdays_restricted: bool
     every_hour: bool  # the hour field is `*`: DST repeats and skips hours, like the clock
 
-    @property
+    @functools.cached_property
     def times_of_day(self) -> np.ndarray:
         """Seconds after local midnight of every tick in a matching day, ascending."""
         return np.array(sorted(h * 3600 + m * 60 for h in self.hours for m in self.minutes), dtype=np.int64)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -116,6 +116,7 @@ class BackfillWidget(anywidget.AnyWidget):
         self._backfill_id: str | None = None
         self._runs: dict[str, int] = {}
         self._run_status: dict[str, str] = {}
+        self._counts: Counter[str] = Counter()  # runs by status, kept as events arrive (read every push)
         self._run_attempt: dict[str, int] = {}
         self._started_at: dict[int, float] = {}
         self._progress: deque[tuple[float, int]] = deque()  # (time, runs done) at each summary, last minute
@@ -187,6 +188,7 @@ class BackfillWidget(anywidget.AnyWidget):
                 cells, codes, durations = (np.array(column) for column in zip(*rows))
                 self._status[cells] = codes
                 self._durations[cells] = durations
+            self._counts = Counter(self._run_status.values())
             for run_id, status in self._run_status.items():
                 if status == "CANCELED":  # a step stopped by the cancel shows canceled, not failed
                     base = self._runs[run_id] * steps
@@ -259,6 +261,8 @@ class BackfillWidget(anywidget.AnyWidget):
         self._pending[cell] = (code, min(attempt, 255), duration)
 
     def _on_run_event(self, index: int, event: Event) -> None:
+        self._counts[self._run_status.get(event.run_id)] -= 1
+        self._counts[event.status] += 1
         self._run_status[event.run_id] = event.status
         self._run_attempt[event.run_id] = event.attempt
         cells = range(index * self._n_steps, (index + 1) * self._n_steps)
@@ -339,9 +343,7 @@ class BackfillWidget(anywidget.AnyWidget):
             self.summary = summary
 
     def _summary(self) -> dict[str, Any]:
-        counts = {s: 0 for s in RUN_STATUSES}
-        for status in self._run_status.values():
-            counts[status] += 1
+        counts = {s: self._counts[s] for s in RUN_STATUSES}
         total = len(self._run_status)
         done = sum(counts[s] for s in RUN_DONE)
         per_minute = self._rate(done)

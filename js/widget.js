@@ -3,25 +3,18 @@
 // 300,000 cells paint in milliseconds. The kernel pushes changed cells as binary deltas; this
 // module never pulls during a run. Every user-provided text is set with textContent.
 
-export const CODES = ["missing", "queued", "running", "success", "failure", "skipped", "canceled"];
-// Okabe-Ito colours, told apart by colour-blind people; patterns are the second cue.
-export const COLORS = ["#e4e4e4", "#56b4e9", "#0072b2", "#009e73", "#d55e00", "#f0e442", "#cc79a7"];
-// The second cue: a 4x4 pattern per status (true = colour, false = a pale tint of it).
-const PATTERNS = [
-  () => true, // missing: solid
-  (r, c) => r === 0 || r === 3 || c === 0 || c === 3, // queued: hollow square
-  (r, c) => (r + c) % 4 < 2, // running: diagonal stripes
-  () => true, // success: solid
-  (r, c) => r !== c && r + c !== 3, // failure: a pale cross
-  (r) => r % 2 === 0, // skipped: horizontal bars
-  (r, c) => c % 2 === 0, // canceled: vertical bars
-];
-// bit (row * 4 + column) set where the pattern takes the colour
-export const MASKS = PATTERNS.map((f) => {
-  let mask = 0;
-  for (let r = 0; r < 4; r++) for (let c = 0; c < 4; c++) if (f(r, c)) mask |= 1 << (r * 4 + c);
-  return mask;
-});
+// How each kind of cell looks: Okabe-Ito colours, told apart by colour-blind people, and a 4x4
+// pattern per kind as the second cue (true = colour, false = a pale tint of it). Which kinds
+// exist, and their codes, come from the kernel (the model's `codes`), never from a list kept here.
+export const STYLES = {
+  missing: ["#e4e4e4", () => true], // solid
+  queued: ["#56b4e9", (r, c) => r === 0 || r === 3 || c === 0 || c === 3], // hollow square
+  running: ["#0072b2", (r, c) => (r + c) % 4 < 2], // diagonal stripes
+  success: ["#009e73", () => true], // solid
+  failure: ["#d55e00", (r, c) => r !== c && r + c !== 3], // a pale cross
+  skipped: ["#f0e442", (r) => r % 2 === 0], // horizontal bars
+  canceled: ["#cc79a7", (r, c) => c % 2 === 0], // vertical bars
+};
 const BIG_GRID = 20000; // above this many cells a cell is one pixel, without pattern
 
 function rgba(hex, alpha = 255) {
@@ -35,8 +28,16 @@ function mix(hex, weight) {
   return `#${c.map((v) => v.toString(16).padStart(2, "0")).join("")}`;
 }
 
-export const SOLID = COLORS.map((c) => rgba(c));
-export const PALE = COLORS.map((c) => rgba(mix(c, 0.3)));
+// The colours and patterns of the cell codes `names` (the model's `codes`), indexed by code.
+export function palette(names) {
+  const styles = names.map((name) => STYLES[name] || STYLES.missing);
+  const masks = styles.map(([, inside]) => {
+    let mask = 0; // bit (row * 4 + column) set where the pattern takes the colour
+    for (let r = 0; r < 4; r++) for (let c = 0; c < 4; c++) if (inside(r, c)) mask |= 1 << (r * 4 + c);
+    return mask;
+  });
+  return { names, solid: styles.map(([color]) => rgba(color)), pale: styles.map(([color]) => rgba(mix(color, 0.3))), masks };
+}
 
 export function bytes(view) {
   if (!view) return new Uint8Array(0);
@@ -83,7 +84,7 @@ export function lookupTable(geo, positions) {
 }
 
 // Paint cells into a Uint32 view of ImageData pixels; returns the touched bounding box.
-export function paint(pixels, geo, positions, status, cells) {
+export function paint(pixels, geo, positions, status, cells, colors) {
   const { width, steps, scale, pixelWidth } = geo;
   let x0 = Infinity, y0 = Infinity, x1 = -1, y1 = -1;
   const count = cells ? cells.length : positions.length * steps;
@@ -94,11 +95,11 @@ export function paint(pixels, geo, positions, status, cells) {
     const pos = positions[p];
     const x = pos % width;
     const y = ((pos / width) | 0) * steps + s;
-    const code = status[cell] < SOLID.length ? status[cell] : 0;
+    const code = status[cell] < colors.solid.length ? status[cell] : 0;
     if (scale === 1) {
-      pixels[y * pixelWidth + x] = SOLID[code];
+      pixels[y * pixelWidth + x] = colors.solid[code];
     } else {
-      const mask = MASKS[code], solid = SOLID[code], pale = PALE[code];
+      const mask = colors.masks[code], solid = colors.solid[code], pale = colors.pale[code];
       for (let dy = 0; dy < 4; dy++) {
         const base = (y * 4 + dy) * pixelWidth + x * 4;
         for (let dx = 0; dx < 4; dx++) pixels[base + dx] = (mask >> (dy * 4 + dx)) & 1 ? solid : pale;
@@ -142,13 +143,6 @@ export function formatDuration(seconds) {
   return `${Math.floor(m / 60)} h ${m % 60} min`;
 }
 
-export function summaryText(summary) {
-  if (!summary || !summary.total) return "";
-  const counts = Object.entries(summary.counts || {}).map(([k, v]) => `${v} ${k.toLowerCase()}`).join(", ");
-  const rate = summary.per_minute ? `, ${summary.per_minute} runs/min` : "";
-  const eta = summary.eta_seconds != null ? `, ETA ${formatDuration(summary.eta_seconds)}` : "";
-  return `${counts} — ${summary.percent}% done${rate}${eta}`;
-}
 
 function h(tag, props = {}, children = []) {
   const node = document.createElement(tag);
@@ -169,14 +163,14 @@ function select(name, options, value) {
   return node;
 }
 
-function legend() {
+function legend(colors) {
   const node = h("div", { class: "nbb-legend" });
-  CODES.forEach((name, code) => {
+  colors.names.forEach((name, code) => {
     const swatch = h("canvas", { width: 4, height: 4, class: "nbb-swatch", title: name });
     const ctx = swatch.getContext && swatch.getContext("2d");
     if (ctx) {
       const image = ctx.createImageData(4, 4);
-      paint(new Uint32Array(image.data.buffer), { width: 1, steps: 1, scale: 4, pixelWidth: 4 }, [0], [code], null);
+      paint(new Uint32Array(image.data.buffer), { width: 1, steps: 1, scale: 4, pixelWidth: 4 }, [0], [code], null, colors);
       ctx.putImageData(image, 0, 0);
     }
     node.append(h("span", { class: `nbb-legend-item nbb-${name}` }, [swatch, h("span", { text: name })]));
@@ -185,6 +179,7 @@ function legend() {
 }
 
 function render({ model, el }) {
+  const colors = palette(model.get("codes") || []);
   const root = h("div", { class: "nbb-widget" });
   el.replaceChildren(root);
 
@@ -226,7 +221,7 @@ function render({ model, el }) {
     h("div", { class: "nbb-controls" }, [summary, cancel, pause, retry, liveConcurrency, setConcurrency,
       h("label", { class: "nbb-history-label" }, [history, h("span", { text: " all history" })])]),
     notice,
-    legend(),
+    legend(colors),
     gridBox,
     detail,
     tooltip, // outside the scrolling grid, so it is never clipped
@@ -261,7 +256,7 @@ function render({ model, el }) {
     ctx = canvas.getContext("2d");
     if (!ctx) return;
     image = ctx.createImageData(geo.pixelWidth, geo.pixelHeight);
-    paint(new Uint32Array(image.data.buffer), geo, positions, bytes(model.get("status")), null);
+    paint(new Uint32Array(image.data.buffer), geo, positions, bytes(model.get("status")), null, colors);
     ctx.putImageData(image, 0, 0);
   }
   function showRowLabels(rowHeight) {
@@ -272,7 +267,7 @@ function render({ model, el }) {
   }
   function drawCells(cells) {
     if (!ctx || !image) return;
-    const box = paint(new Uint32Array(image.data.buffer), geo, positions, bytes(model.get("status")), cells);
+    const box = paint(new Uint32Array(image.data.buffer), geo, positions, bytes(model.get("status")), cells, colors);
     if (box) ctx.putImageData(image, 0, 0, box.x, box.y, box.w, box.h);
   }
 
@@ -290,7 +285,7 @@ function render({ model, el }) {
     const attempt = bytes(model.get("attempts"))[hit.cell];
     const duration = f32(model.get("durations"))[hit.cell];
     const step = model.get("steps")[hit.step] || "";
-    const parts = [keyOf(hit.partition), step, CODES[status] || "?"];
+    const parts = [keyOf(hit.partition), step, colors.names[status] || "?"];
     if (attempt) parts.push(`attempt ${attempt}`);
     const took = formatDuration(duration);
     if (took) parts.push(took);
@@ -347,7 +342,8 @@ function render({ model, el }) {
   cancel.addEventListener("click", () => model.send({ type: "cancel" }));
   pause.addEventListener("click", () => model.send({ type: (model.get("backfill") || {}).status === "PAUSED" ? "resume" : "pause" }));
   retry.addEventListener("click", () => model.send({ type: "retry_failed" }));
-  setConcurrency.addEventListener("click", () => model.send({ type: "max_concurrent", value: Number(liveConcurrency.value) }));
+  // what was typed, as typed: the kernel says what is wrong with it
+  setConcurrency.addEventListener("click", () => model.send({ type: "max_concurrent", value: liveConcurrency.value }));
   history.addEventListener("change", () => {
     model.set("view", history.checked ? "history" : "backfill");
     model.save_changes();
@@ -364,7 +360,7 @@ function render({ model, el }) {
       backfillLine.textContent = `backfill ${b.id} · ${b.status} · started ${started.toLocaleString()} · elapsed ${formatDuration((end - b.created * 1000) / 1000)}`;
       backfillLine.dataset.status = b.status;
     }
-    const running = b.id && !["CANCELED", "COMPLETED_SUCCESS", "COMPLETED_FAILED"].includes(b.status);
+    const running = b.id && !b.done;
     cancel.disabled = pause.disabled = !running;
     pause.textContent = b.status === "PAUSED" ? "Resume" : "Pause";
     retry.disabled = !b.id;
@@ -373,7 +369,7 @@ function render({ model, el }) {
     history.checked = model.get("view") === "history";
   }
   function showSummary() {
-    summary.textContent = summaryText(model.get("summary"));
+    summary.textContent = (model.get("summary") || {}).text || "";
   }
   function showPreview() {
     const p = model.get("preview") || {};

@@ -27,8 +27,10 @@ from .partitions import (
     TimeWindowPartitionsDefinition,
     WeeklyPartitionsDefinition,
 )
-from .selection import select_partitions
+from .selection import Choice, select_partitions
+from .statuses import BackfillStatus, PartitionStatus, RunStatus, StepStatus
 from .storage import Storage as Instance
+from .storage import StorageError
 
 __version__ = "0.1.0"
 
@@ -51,8 +53,14 @@ def __getattr__(name: str):
 
 __all__ = [
     "Backfill",
+    "BackfillStatus",
     "BackfillWidget",
     "BackfillStateError",
+    "Choice",
+    "PartitionStatus",
+    "RunStatus",
+    "StepStatus",
+    "StorageError",
     "Instance",
     "InvalidOptionError",
     "Job",

@@ -1,8 +1,8 @@
 """The one definition of the backfill flags, shared by the `%backfill` magic and the `nb-backfill` command.
 
-Both faces build their argparse parsers with these functions, turn what was parsed into
-`launch_backfill` keyword arguments with `launch_kwargs`, and find jobs and backfills the same way,
-so flags, help and error messages cannot drift apart.
+Both faces build their argparse parsers with these functions, launch what was parsed with
+`launch_from` (one `Choice`, checked options, the Python API), and find jobs and backfills the same
+way, so flags, help and error messages cannot drift apart.
 """
 
 from __future__ import annotations
@@ -10,14 +10,18 @@ from __future__ import annotations
 import argparse
 import difflib
 import inspect
-import json
 from collections.abc import Mapping
 from typing import Any, NoReturn
 
-from .backfills import COORDINATORS, ORDERS, Backfill, get_backfill, launch_backfill
-from .errors import NbBackfillError, UnknownBackfillError, quoted_list
+import pandas as pd
+
+from . import jobs
+from .backfills import Backfill, get_backfill, launch, launch_backfill
+from .errors import DefinitionError, NbBackfillError, UnknownBackfillError, quoted_list
 from .executors import EXECUTORS
 from .jobs import Job
+from .options import COORDINATORS, ORDERS, check_options
+from .selection import Choice
 from .storage import get_instance
 
 SELECTION_FLAGS = ("partitions", "from_", "to", "all", "missing", "failed")
@@ -48,20 +52,11 @@ class Parser(argparse.ArgumentParser):
 
 
 def parse_tags(text: str) -> dict[str, str]:
-    """A `--tags` value: Dagster's JSON object (`'{"k": "v"}'`) or one `key=value`."""
-    text = text.strip()
-    if text.startswith("{"):
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as error:
-            raise argparse.ArgumentTypeError(
-                f"{text!r} is not a valid JSON object ({error.msg} at column {error.colno}); "
-                'give key=value or JSON such as \'{"key": "value"}\''
-            ) from None
-    key, equals, value = text.partition("=")
-    if not equals or not key.strip():
-        raise argparse.ArgumentTypeError(f'expected key=value or JSON such as \'{{"key": "value"}}\', got {text!r}')
-    return {key.strip(): value}
+    """A `--tags` value (jobs.parse_tags), as argparse wants its errors."""
+    try:
+        return jobs.parse_tags(text)
+    except DefinitionError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def add_store_argument(parser: argparse.ArgumentParser) -> None:
@@ -130,28 +125,21 @@ def selection_given(args: argparse.Namespace) -> bool:
     return any(getattr(args, flag) not in (None, False) for flag in SELECTION_FLAGS)
 
 
-def launch_kwargs(args: argparse.Namespace, *, all_by_default: bool) -> dict[str, Any]:
-    """`launch_backfill` keyword arguments from parsed launch flags; `all_by_default` selects every
-    partition when no list or range was given (the command line, as Dagster does)."""
+def choice_of(args: argparse.Namespace, *, all_by_default: bool) -> Choice:
+    """The partitions the flags chose; `all_by_default` selects every partition when no list or
+    range was given (the command line, as Dagster does)."""
     no_list_or_range = args.partitions is None and args.from_ is None and args.to is None
+    return Choice(args.partitions, args.from_, args.to, args.all or (all_by_default and no_list_or_range), args.missing, args.failed)
+
+
+def launch_from(args: argparse.Namespace, job: Job, *, all_by_default: bool, dry_run: bool | None = None) -> Backfill | pd.DataFrame:
+    """Launch (or with --dry-run or dry_run=True, plan) what parsed launch flags ask, through the Python API."""
     tags = {k: v for given in args.tags for k, v in given.items()} if args.tags else None
-    return {
-        "partitions": args.partitions,
-        "from_": args.from_,
-        "to": args.to,
-        "all": args.all or (all_by_default and no_list_or_range),
-        "missing_only": args.missing,
-        "failed_only": args.failed,
-        "tags": tags,
-        "coordinator": args.coordinator,
-        "max_concurrent": args.max_concurrent,
-        "executor": args.executor,
-        "max_workers": args.max_workers,
-        "order": args.order,
-        "retries": args.retries,
-        "dry_run": args.dry_run,
-        "instance": home_of(args),
-    }
+    options = check_options(
+        args.coordinator, args.max_concurrent, None, args.executor, args.max_workers, args.order, args.retries
+    )
+    choice = choice_of(args, all_by_default=all_by_default)
+    return launch(job, choice, options, tags, dry_run=args.dry_run if dry_run is None else dry_run, instance=home_of(args))
 
 
 def jobs_in(namespace: Mapping[str, object]) -> dict[str, Job]:
@@ -193,10 +181,10 @@ def backfill_or_latest(backfill_id: str | None, home: str | None) -> Backfill:
 
 
 def cancel(backfill_id: str, home: str | None) -> str:
-    """Cancel a backfill (also one another process runs: it reads the store); a line with its status now."""
+    """Cancel a backfill (also one another process runs: that process is asked); what happened, and its status now."""
     bf = get_backfill(backfill_id, instance=home)
-    bf.cancel()
-    return f"backfill {bf.id}: {bf.status}"
+    said = bf.cancel()
+    return f"{said}\nbackfill {bf.id}: {bf.status}"
 
 
 def job_summary(job: Job) -> str:

@@ -1,9 +1,12 @@
-"""Launching backfills and the `Backfill` handle: show, persist, cancel, pause, retry and resume.
+"""Launching backfills and the `Backfill` handle: read its state, control it, resume it.
 
-`launch_backfill` checks everything first (a bad value raises and writes nothing), writes the
-backfill and its QUEUED runs in one transaction, hands them to this process's engine and returns at
-once. A handle reads storage, so `get_backfill(id)` in a new kernel sees the same backfill, and
-`resume_backfill(id)` runs exactly its partitions not yet SUCCESS.
+`launch_backfill` checks everything first (a bad value raises and writes nothing), starts the
+executor, writes the backfill and its QUEUED runs in one transaction, hands them to this process's
+engine and returns at once. A handle only reads storage, so `get_backfill(id)` in a new kernel sees
+the same backfill; reading never writes and never starts a thread. Control (cancel, pause, resume,
+retry, concurrency) is a message: decided by the engine that runs the backfill (this process's, or
+another's through the store), or, when no live process runs it, by this process's engine taking
+it over.
 """
 
 from __future__ import annotations
@@ -13,154 +16,56 @@ import os
 import secrets
 import string
 import time
-from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 import pandas as pd
 
 from . import frames
-from .coordinator import PER_VALUE, ActiveBackfill, Engine, PendingRun, TagLimit
-from .errors import (
-    BackfillStateError,
-    InvalidOptionError,
-    SelectionError,
-    UnknownBackfillError,
-    UnknownPartitionError,
-    quoted_list,
-)
-from .executors import check_executor, default_workers, make_executor
-from .jobs import Job, RetryPolicy, check_tags, get_job, retry_policy
-from .selection import select_partitions
-from .storage import BACKFILL_DONE, BACKFILL_STATUSES, RUN_STATUSES, BackfillRecord, RunRecord, Storage, get_instance, owner_alive
+from .engine import Engine, OwnedElsewhere, job_missing
+from .errors import BackfillStateError, InvalidOptionError, SelectionError, UnknownBackfillError, UnknownPartitionError, quoted_list
+from .executors import make_executor
+from .executors.process import check_main_guard
+from .jobs import Job, RetryPolicy, check_tags, get_job
+from .options import LaunchOptions, check_options, positive_int
+from .policy import PendingRun
+from .progress import Progress, Tracker, all_counts
+from .selection import Choice
+from .statuses import BACKFILL_DONE, BackfillStatus, PartitionStatus
+from .storage import BackfillRecord, RunRecord, Storage, get_instance, owner_alive
 
-COORDINATORS = ("default", "queued")
-ORDERS = ("asc", "desc")
-@dataclass(frozen=True)
-class LaunchOptions:
-    """The checked options of a backfill, as stored with it."""
-
-    coordinator: str = "default"
-    max_concurrent: int | None = None
-    tag_concurrency_limits: tuple[dict[str, Any], ...] = ()
-    executor: str = "thread"
-    max_workers: int | None = None
-    order: str = "asc"
-    retries: dict[str, Any] | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["tag_concurrency_limits"] = list(self.tag_concurrency_limits)
-        return data
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> LaunchOptions:
-        return cls(**{**data, "tag_concurrency_limits": tuple(data.get("tag_concurrency_limits", ()))})
-
-    def retry(self, job: Job) -> RetryPolicy:
-        return job.retry if self.retries is None else RetryPolicy(**self.retries)
-
-    def workers(self) -> int:
-        if self.max_workers is not None:
-            return self.max_workers
-        return max(default_workers(self.executor), self.max_concurrent or 0)
-
-    def tag_limits(self) -> list[TagLimit]:
-        return [
-            TagLimit(d["key"], None if isinstance(d.get("value"), dict) else d.get("value"), d["limit"], isinstance(d.get("value"), dict))
-            for d in self.tag_concurrency_limits
-        ]
+ASK_TIMEOUT = 10.0  # seconds to wait for another process to carry out a command
 
 
-def _positive_int(name: str, value: Any, allow_none: bool = True) -> int | None:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidOptionError(f"{name} must be a whole number >= 1{' or None' if allow_none else ''}, got {value!r}")
-    return value
+def _new_id(length: int = 8) -> str:
+    return "".join(secrets.choice(string.ascii_lowercase) for _ in range(length))
 
 
-def _one_of(name: str, value: Any, choices: Sequence[str]) -> str:
-    if value not in choices:
-        raise InvalidOptionError(f"{name} must be one of {quoted_list(list(choices))}, got {value!r}")
-    return value
+def _run_ids(backfill_id: str, count: int) -> list[str]:
+    """Run ids begin with the backfill id and '-' (storage finds a backfill's steps by that prefix)."""
+    salt = os.urandom(4).hex()
+    return [f"{backfill_id}-{salt}-{i:06d}" for i in range(count)]
 
 
-def _tag_limits(limits: Any) -> tuple[dict[str, Any], ...]:
-    if limits is None:
-        return ()
-    if isinstance(limits, Mapping) or not isinstance(limits, Sequence):
-        raise InvalidOptionError(f"tag_concurrency_limits must be a list of {{'key', 'value', 'limit'}} dicts, got {limits!r}")
-    checked = []
-    for item in limits:
-        if not isinstance(item, Mapping) or "key" not in item or "limit" not in item or set(item) - {"key", "value", "limit"}:
-            raise InvalidOptionError(
-                f"each tag concurrency limit must be a dict with 'key', 'limit' and optionally 'value', got {item!r}"
-            )
-        value = item.get("value")
-        per_value = isinstance(value, Mapping) and value == {PER_VALUE: True}
-        if not isinstance(item["key"], str) or not (value is None or isinstance(value, str) or per_value):
-            raise InvalidOptionError(
-                f"a tag concurrency limit needs a string 'key' and a string 'value' (or {{{PER_VALUE!r}: True}}), got {item!r}"
-            )
-        limit = item["limit"]
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-            raise InvalidOptionError(f"the 'limit' of tag {item['key']!r} must be a whole number >= 0, got {limit!r}")
-        checked.append({"key": item["key"], "value": dict(value) if per_value else value, "limit": limit})
-    return tuple(checked)
+_REASONS = {
+    PartitionStatus.MISSING: "missing", PartitionStatus.FAILURE: "failed",
+    PartitionStatus.SUCCESS: "already succeeded", PartitionStatus.IN_PROGRESS: "in flight",
+}
 
 
-def check_options(
-    coordinator: str = "default",
-    max_concurrent: int | None = None,
-    tag_concurrency_limits: Any = None,
-    executor: str = "thread",
-    max_workers: int | None = None,
-    order: str = "asc",
-    retries: int | RetryPolicy | None = None,
-) -> LaunchOptions:
-    """Every launch option checked, or an InvalidOptionError naming the bad value and the valid ones."""
-    _one_of("coordinator", coordinator, COORDINATORS)
-    max_concurrent = _positive_int("max_concurrent", max_concurrent)
-    limits = _tag_limits(tag_concurrency_limits)
-    if coordinator == "default" and (max_concurrent is not None or limits):
-        raise InvalidOptionError(
-            "max_concurrent and tag_concurrency_limits apply to the queued coordinator: pass coordinator='queued'"
-        )
-    check_executor(executor)
-    try:
-        policy = None if retries is None else asdict(retry_policy(retries))
-    except ValueError as error:
-        raise InvalidOptionError(str(error)) from None
-    return LaunchOptions(
-        coordinator=coordinator,
-        max_concurrent=max_concurrent,
-        tag_concurrency_limits=limits,
-        executor=executor,
-        max_workers=_positive_int("max_workers", max_workers),
-        order=_one_of("order", order, ORDERS),
-        retries=policy,
-    )
+def plan(job: Job, choice: Choice, storage: Storage, current_time: datetime | None = None) -> pd.DataFrame:
+    """What a launch would do for each chosen partition: launch or skip, and why."""
+    return _plan(job, choice, choice.keys(job.partitions_def, current_time), storage)
 
 
-_REASONS = {"MISSING": "missing", "FAILURE": "failed", "SUCCESS": "already succeeded", "IN_PROGRESS": "in flight"}
-
-
-def plan(
-    job: Job,
-    keys: Sequence[str],
-    storage: Storage,
-    missing_only: bool = False,
-    failed_only: bool = False,
-) -> pd.DataFrame:
-    """What a launch would do for each selected partition: launch or skip, and why."""
+def _plan(job: Job, choice: Choice, keys: list[str], storage: Storage) -> pd.DataFrame:
     latest = frames.latest_statuses(storage, job.name)
-    reasons = [_REASONS[latest.get(k, "MISSING")] for k in keys]
-    if failed_only:
+    reasons = [_REASONS[latest.get(k, PartitionStatus.MISSING)] for k in keys]
+    if choice.failed:
         launch = [r == "failed" for r in reasons]
-    elif missing_only:
+    elif choice.missing:
         launch = [r in ("missing", "failed") for r in reasons]
     else:
         launch = [True] * len(keys)
@@ -172,16 +77,6 @@ def plan(
         },
         index=frames.partition_index(keys, job.partitions_def),
     )
-
-
-def _new_id(length: int = 8) -> str:
-    return "".join(secrets.choice(string.ascii_lowercase) for _ in range(length))
-
-
-def _run_ids(backfill_id: str, count: int) -> list[str]:
-    """Run ids begin with the backfill id and '-' (storage finds a backfill's steps by that prefix)."""
-    salt = os.urandom(4).hex()
-    return [f"{backfill_id}-{salt}-{i:06d}" for i in range(count)]
 
 
 def launch_backfill(
@@ -209,58 +104,64 @@ def launch_backfill(
 
     With `dry_run=True`, return the plan (partition, action, reason) and write nothing.
     """
+    options = check_options(coordinator, max_concurrent, tag_concurrency_limits, executor, max_workers, order, retries)
+    choice = Choice(partitions, from_, to, all, missing_only, failed_only)
+    return launch(job, choice, options, tags, dry_run=dry_run, instance=instance, current_time=current_time)
+
+
+def launch(
+    job: Job,
+    choice: Choice,
+    options: LaunchOptions,
+    tags: Mapping[str, str] | None = None,
+    *,
+    dry_run: bool = False,
+    instance: Storage | str | None = None,
+    current_time: datetime | None = None,
+) -> Backfill | pd.DataFrame:
+    """`launch_backfill` for faces that already hold a Choice and checked options."""
     if not isinstance(job, Job):
         raise InvalidOptionError(f"job must be a Job (made with @nbb.job or nbb.Job(...)), got {job!r}")
-    options = check_options(coordinator, max_concurrent, tag_concurrency_limits, executor, max_workers, order, retries)
     try:
         backfill_tags = check_tags(tags, "tags")
     except ValueError as error:
         raise InvalidOptionError(str(error)) from None
-    if missing_only and failed_only:
-        raise SelectionError("choose missing_only or failed_only, not both (missing_only already includes failed partitions)")
-    if (missing_only or failed_only) and partitions is None and from_ is None and to is None:
-        all = True
-    keys = select_partitions(job.partitions_def, partitions, from_=from_, to=to, all=all, current_time=current_time)
+    if options.executor == "process":
+        check_main_guard()
+    keys = choice.keys(job.partitions_def, current_time)  # a bad choice raises before the store is touched
     storage = get_instance(instance)
-    the_plan = plan(job, keys, storage, missing_only, failed_only)
+    the_plan = _plan(job, choice, keys, storage)
     if dry_run:
         return the_plan
     chosen = the_plan.loc[the_plan["action"] == "launch", "partition"].tolist()
     if not chosen:
-        why = "failed" if failed_only else "missing or failed"
-        raise SelectionError(f"nothing to launch: none of the {len(keys)} selected partitions is {why}")
-    if order == "desc":
+        why = "failed" if choice.failed else "missing or failed"
+        raise SelectionError(f"nothing to launch: none of the {len(the_plan)} selected partitions is {why}")
+    if options.order == "desc":
         chosen.reverse()
     engine = Engine.for_storage(storage)
+    executor = make_executor(options.executor, options.workers(len(chosen)), engine.emit)  # before writing anything
     now = time.time()
     record = BackfillRecord(
-        id=_new_id(), job_name=job.name, status="REQUESTED", created=now, updated=now, ended=None,
+        id=_new_id(), job_name=job.name, status=BackfillStatus.REQUESTED, created=now, updated=now, ended=None,
         num_partitions=len(chosen), options=options.to_json(), tags=backfill_tags,
         partitions_def=repr(job.partitions_def), owner=engine.owner, heartbeat=now,
     )
     run_ids = _run_ids(record.id, len(chosen))
-    storage.create_backfill(record, zip(run_ids, chosen, range(len(chosen))))
-    pending = deque(PendingRun(r, p, 1) for r, p in zip(run_ids, chosen))
-    engine.add(_active(record, job, options, engine, pending))
+    try:
+        storage.create_backfill(record, zip(run_ids, chosen, range(len(chosen))))
+    except BaseException:
+        executor.shutdown()
+        raise
+    engine.launch(record, job, options, [PendingRun(r, p, 1) for r, p in zip(run_ids, chosen)], executor)
     return Backfill(record.id, storage, job)
 
 
-def _active(record: BackfillRecord, job: Job, options: LaunchOptions, engine: Engine, pending: deque) -> ActiveBackfill:
-    return ActiveBackfill(
-        id=record.id,
-        job=job,
-        executor=make_executor(options.executor, options.workers(), engine.emit),
-        coordinator=options.coordinator,
-        max_concurrent=options.max_concurrent,
-        tag_limits=options.tag_limits(),
-        retry=options.retry(job),
-        tags=dict(record.tags),
-        pending=pending,
-        created=record.created,
-    )
+# --- reading: never writes, never starts a thread
 
 
 def _record(storage: Storage, backfill_id: str) -> BackfillRecord:
+    """The stored backfill, as this process knows it (a failure its engine could not store shows)."""
     record = storage.get_backfill(backfill_id) if isinstance(backfill_id, str) else None
     if record is None:
         known = storage.backfill_ids()
@@ -268,36 +169,95 @@ def _record(storage: Storage, backfill_id: str) -> BackfillRecord:
         hint = f"; did you mean {quoted_list(close)}?" if close else ""
         listing = f"known backfills: {quoted_list(known)}" if known else "the store has no backfills yet"
         raise UnknownBackfillError(f"unknown backfill id {backfill_id!r}{hint} ({listing}, in {str(storage.path)!r})")
-    return _reconcile(storage, record)
+    engine = Engine.existing(storage)
+    fault = engine.fault(record.id) if engine is not None else None
+    if fault is not None and record.status not in BACKFILL_DONE:
+        return replace(record, status=BackfillStatus.FAILED, error=fault)
+    return record
 
 
-def _reconcile(storage: Storage, record: BackfillRecord) -> BackfillRecord:
-    """A backfill whose process died: its in-flight runs become FAILURE 'interrupted'."""
-    if record.status in BACKFILL_DONE or Engine.for_storage(storage).is_running(record.id):
-        return record
+def stopped_note(storage: Storage, record: BackfillRecord) -> str | None:
+    """Why a backfill is not moving, in words, or None while it runs: paused, its process gone
+    (and how to resume it), or the error that failed it."""
+    if record.status == BackfillStatus.FAILED:
+        return f"failed: {record.error}" if record.error else "failed"
+    if record.status in BACKFILL_DONE:
+        return None
+    engine = Engine.existing(storage)
+    if (engine is not None and engine.owns(record.id)) or owner_alive(record.owner, record.heartbeat):
+        return "paused: resume it to go on" if record.status == BackfillStatus.PAUSED else None
+    return (
+        f"its process ({record.owner or 'none'}) stopped before it finished: resume it with "
+        f"nbb.resume_backfill({record.id!r}) or `nb-backfill backfill resume {record.id}`"
+    )
+
+
+def process_of(storage: Storage, record: BackfillRecord) -> str:
+    """Who runs a backfill, for listings: 'this process', 'pid N on HOST', 'stopped', or '' when done."""
+    if record.status in BACKFILL_DONE:
+        return ""
+    engine = Engine.existing(storage)
+    if engine is not None and record.owner == engine.owner:
+        return "this process"
     if owner_alive(record.owner, record.heartbeat):
-        return record
-    storage.mark_interrupted(record.id)
-    if record.status == "CANCELING":
-        storage.cancel_runs([(r.run_id, r.attempt) for r in storage.runs(record.id) if r.status == "QUEUED"])
-        storage.set_backfill_status(record.id, "CANCELED")
-    return storage.get_backfill(record.id) or record
+        host, pid, _ = (record.owner or "::").rsplit(":", 2)
+        return f"pid {pid} on {host}"
+    return "stopped: resume it"
 
 
 def _job_for(record: BackfillRecord, job: Job | None) -> Job:
     found = job or get_job(record.job_name)
     if found is None:
-        raise BackfillStateError(
-            f"job {record.job_name!r} of backfill {record.id!r} is not defined in this process: "
-            "run the cell that defines it (or pass job=...)"
-        )
+        raise BackfillStateError(job_missing(record))
     if found.name != record.job_name:
         raise InvalidOptionError(f"backfill {record.id!r} belongs to job {record.job_name!r}, not {found.name!r}")
     return found
 
 
+# --- control: a message decided by the engine that runs the backfill
+
+
+def control(storage: Storage, backfill_id: str, verb: str, arg: Any = None, job: Job | None = None) -> str:
+    """Ask the engine that runs the backfill to do `verb`; returns what it did, in words.
+
+    This process's engine decides if it runs the backfill; another live process's is asked through
+    the store; a backfill no live process runs is taken over by this process's engine."""
+    record = _record(storage, backfill_id)
+    engine = Engine.existing(storage)
+    local = engine is not None and (engine.owns(backfill_id) or record.owner == engine.owner)
+    if not local and record.status not in BACKFILL_DONE and owner_alive(record.owner, record.heartbeat):
+        return _ask_owner(storage, record, verb, arg, job)
+    try:
+        return Engine.for_storage(storage).control(backfill_id, verb, arg, job)
+    except OwnedElsewhere as busy:  # another process took it over meanwhile
+        return _ask_owner(storage, busy.record, verb, arg, job)
+
+
+def _ask_owner(storage: Storage, record: BackfillRecord, verb: str, arg: Any, job: Job | None) -> str:
+    """Post a command for the live process that runs the backfill and wait for its answer; if that
+    process goes away meanwhile, do it here."""
+    command = storage.post_command(record.id, verb, arg)
+    deadline = time.monotonic() + ASK_TIMEOUT
+    while True:
+        done, result, error = storage.command_outcome(command)
+        if done is not None:
+            if error is not None:
+                raise BackfillStateError(error)
+            return result or ""
+        current = storage.get_backfill(record.id) or record
+        if current.status in BACKFILL_DONE or not owner_alive(current.owner, current.heartbeat):
+            return Engine.for_storage(storage).control(record.id, verb, arg, job)
+        if time.monotonic() > deadline:
+            raise BackfillStateError(
+                f"backfill {record.id!r} is run by another process ({current.owner}), which did not answer "
+                f"within {ASK_TIMEOUT:.0f} s: try again"
+            )
+        time.sleep(0.05)
+
+
 class Backfill:
-    """A handle on one backfill; every answer is read from storage."""
+    """A handle on one backfill: every answer is read from storage; every change is a message to
+    the engine that runs it."""
 
     def __init__(self, backfill_id: str, storage: Storage, job: Job | None = None):
         self.id = backfill_id
@@ -315,80 +275,68 @@ class Backfill:
 
     @property
     def status(self) -> str:
-        return self.record.status
-
-    @property
-    def _engine(self) -> Engine:
-        return Engine.for_storage(self._storage)
+        """REQUESTED, PAUSED, CANCELING, CANCELED, COMPLETED_SUCCESS, COMPLETED_FAILED or FAILED."""
+        return str(self.record.status)
 
     def counts(self) -> dict[str, int]:
         """Runs by status, every status named (zeros included)."""
-        found = self._storage.run_counts(self.id)
-        return {status: found.get(status, 0) for status in RUN_STATUSES}
+        return all_counts(self._storage.run_counts(self.id))
+
+    def progress(self) -> Progress:
+        """Counts, percent done and what keeps it from moving, if anything."""
+        record = self.record
+        return Progress(self.id, record.status, self.counts(), None, stopped_note(self._storage, record))
 
     def wait(self, timeout: float | None = None) -> str:
-        """Block until the backfill is done (or raise TimeoutError); returns its final status."""
+        """Block until the backfill is done and return its final status; raise TimeoutError after
+        `timeout` seconds, or BackfillStateError if the process running it stopped."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            status = self.status
-            if status in BACKFILL_DONE:
-                return status
-            if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"backfill {self.id!r} is still {status} after {timeout} s: {self._summary()}")
-            self._engine.wait_for_change(0.2 if deadline is None else max(0.0, min(0.2, deadline - time.monotonic())))
+            record = self.record
+            if record.status in BACKFILL_DONE:
+                return str(record.status)
+            if record.status != BackfillStatus.PAUSED:
+                note = stopped_note(self._storage, record)
+                if note is not None:
+                    raise BackfillStateError(f"backfill {self.id!r} is {record.status}, but {note}")
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise TimeoutError(f"backfill {self.id!r} is still {record.status} after {timeout} s: {self.progress().line()}")
+            self._storage.wait_for_change(0.15 if left is None else min(0.15, left), backfills_only=True)
 
-    def cancel(self) -> None:
-        """Queued runs become CANCELED at once; running ones stop at their next step boundary
-        (threads) or are terminated (processes)."""
-        record = self.record
-        if record.status in BACKFILL_DONE:
-            return
-        self._storage.set_backfill_status(self.id, "CANCELING")
-        if self._engine.is_running(self.id):
-            self._engine.cancel(self.id)
-        elif not owner_alive(record.owner, record.heartbeat):
-            _reconcile(self._storage, self._storage.get_backfill(self.id))
+    def cancel(self) -> str:
+        """Cancel: runs not started are CANCELED at once; running ones stop at their next step
+        (or at `context.check_canceled()`); a run whose steps all completed stays SUCCESS.
+        Worker processes of the process executor are stopped. Returns what happened."""
+        return control(self._storage, self.id, "cancel")
 
-    def pause(self) -> None:
+    def pause(self) -> str:
         """Start no more runs; runs already started finish. `resume()` goes on."""
-        if self._storage.set_backfill_status(self.id, "PAUSED", only_from=["REQUESTED"]) and self._engine.is_running(self.id):
-            self._engine.pause(self.id)
+        return control(self._storage, self.id, "pause")
 
     def resume(self) -> Backfill:
-        """Go on after pause(); for a backfill whose process stopped, the same as resume_backfill."""
-        if self._engine.is_running(self.id):
-            self._storage.set_backfill_status(self.id, "REQUESTED", only_from=["PAUSED"])
-            self._engine.resume(self.id)
-            return self
-        record = self.record
-        if record.status == "PAUSED" and owner_alive(record.owner, record.heartbeat):
-            self._storage.set_backfill_status(self.id, "REQUESTED", only_from=["PAUSED"])  # its owner reads this
-            return self
-        return resume_backfill(self.id, job=self._job, instance=self._storage)
+        """Go on after pause(); for a stopped backfill (canceled, or its process died), run every
+        partition not yet SUCCESS (canceled and never-started ones too) here."""
+        control(self._storage, self.id, "resume", job=self._job)
+        return self
 
     def retry_failed(self) -> Backfill:
-        """Run the failed partitions again, as their next attempt."""
-        failed = [r for r in self._storage.runs(self.id) if r.status == "FAILURE"]
-        if not failed:
-            return self
-        if self._engine.is_running(self.id):
-            self._storage.requeue([r.run_id for r in failed])
-            self._storage.set_backfill_status(self.id, "REQUESTED")
-            self._engine.requeue(self.id, [PendingRun(r.run_id, r.partition, r.attempt + 1) for r in failed])
-            return self
-        return resume_backfill(self.id, job=self._job, instance=self._storage)
+        """Run the FAILURE partitions (interrupted ones included) again as their next attempt;
+        BackfillStateError if none failed."""
+        control(self._storage, self.id, "retry", job=self._job)
+        return self
 
-    def set_max_concurrent(self, n: int) -> None:
+    def set_max_concurrent(self, n: int) -> str:
         """Change how many runs may run at once, live (switches to the queued coordinator)."""
-        n = _positive_int("max_concurrent", n, allow_none=False)
-        options = LaunchOptions.from_json(self.record.options)
-        options = LaunchOptions(**{**asdict(options), "coordinator": "queued", "max_concurrent": n})
-        self._storage.set_backfill_options(self.id, options.to_json())
-        if self._engine.is_running(self.id):
-            self._engine.set_max_concurrent(self.id, n)
+        return control(self._storage, self.id, "max_concurrent", positive_int("max_concurrent", n, allow_none=False))
 
     def runs_df(self) -> pd.DataFrame:
+        """One row per partition (its latest attempt), indexed by partition."""
         return frames.runs_df(self._storage, self.id, self._definition())
+
+    def attempts_df(self) -> pd.DataFrame:
+        """One row per attempt of every partition: status, start, end and error of each."""
+        return frames.attempts_df(self._storage, self.id, self._definition())
 
     def steps_df(self) -> pd.DataFrame:
         return frames.steps_df(self._storage, self.id, self.job)
@@ -410,28 +358,31 @@ class Backfill:
         """Everything the partition's run printed or logged, every attempt, oldest first."""
         return "".join(text for _, _, text in self._storage.logs(self.run(partition).run_id))
 
-    def error(self, partition: str) -> str | None:
-        """The partition's error with its traceback, or None if it did not fail."""
+    def error(self, partition: str | None = None) -> str | None:
+        """The partition's error with its traceback (None if it did not fail); without a
+        partition, why the backfill itself FAILED (None if it did not)."""
+        if partition is None:
+            return self.record.error
         return self.run(partition).error
+
+    def tracker(self) -> Tracker:
+        """This backfill's runs, to follow live from the change feed."""
+        return Tracker(self._storage, self.id)
 
     def widget(self):
         """The live widget of this backfill (what a notebook shows for the handle); one per handle."""
         from .widget import BackfillWidget
 
         if self._widget is None or self._widget.comm is None:
-            self._widget = BackfillWidget(self.job, self.id, self._storage)
+            self._widget = BackfillWidget(self.job, self.id, self._storage, follow_latest=False)
         return self._widget
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict:
         return self.widget()._repr_mimebundle_(**kwargs)
 
-    def _summary(self) -> str:
-        counts = {k: v for k, v in self.counts().items() if v}
-        return ", ".join(f"{v} {k}" for k, v in counts.items()) or "no runs"
-
     def __repr__(self) -> str:
         record = self.record
-        return f"<Backfill {self.id} of job {record.job_name!r}: {record.status}, {self._summary()}>"
+        return f"<Backfill {self.id} of job {record.job_name!r}: {record.status}, {self.progress().line()}>"
 
 
 def get_backfill(backfill_id: str, *, job: Job | None = None, instance: Storage | str | None = None) -> Backfill:
@@ -441,66 +392,52 @@ def get_backfill(backfill_id: str, *, job: Job | None = None, instance: Storage 
     return Backfill(backfill_id, storage, job)
 
 
+LIST_COLUMNS = ["backfill_id", "job_name", "status", "created", "ended", "partitions", "succeeded", "failed", "unfinished", "process"]
+
+
 def list_backfills(job: Job | str | None = None, *, instance: Storage | str | None = None) -> pd.DataFrame:
-    """Every stored backfill, newest first, with its run counts."""
+    """Every stored backfill, newest first, with its run counts and the process that runs it."""
     storage = get_instance(instance)
     name = job.name if isinstance(job, Job) else job
-    records = [_reconcile(storage, r) for r in storage.list_backfills(name)]
-    counts: dict[str, dict[str, int]] = {}
-    for backfill_id, status, n in storage.query("SELECT backfill_id, status, COUNT(*) FROM runs GROUP BY backfill_id, status"):
-        counts.setdefault(backfill_id, {})[status] = n
+    counts = storage.run_counts_by_backfill()
     rows = []
-    for r in records:
-        c = counts.get(r.id, {})
-        done = sum(c.get(s, 0) for s in ("SUCCESS", "FAILURE", "CANCELED"))
+    for stored in storage.list_backfills(name):
+        r = _record(storage, stored.id)
+        c = all_counts(counts.get(r.id, {}))
+        done = c["SUCCESS"] + c["FAILURE"] + c["CANCELED"]
         rows.append(
-            (r.id, r.job_name, r.status, r.created, r.ended, r.num_partitions, c.get("SUCCESS", 0),
-             c.get("FAILURE", 0), r.num_partitions - done)
+            (r.id, r.job_name, str(r.status), r.created, r.ended, r.num_partitions, c["SUCCESS"], c["FAILURE"],
+             r.num_partitions - done, process_of(storage, r))
         )
-    frame = pd.DataFrame(
-        rows, columns=["backfill_id", "job_name", "status", "created", "ended", "partitions", "succeeded", "failed", "unfinished"]
-    )
-    frame["status"] = pd.Categorical(frame["status"], categories=list(BACKFILL_STATUSES))
+    frame = pd.DataFrame(rows, columns=LIST_COLUMNS)
+    frame["status"] = pd.Categorical(frame["status"], categories=[str(s) for s in BackfillStatus])
     frame["created"] = pd.to_datetime(frame["created"].astype("float64"), unit="s", utc=True)
     frame["ended"] = pd.to_datetime(frame["ended"].astype("float64"), unit="s", utc=True)
     return frame.set_index("backfill_id")
 
 
 def resume_backfill(backfill_id: str, *, job: Job | None = None, instance: Storage | str | None = None) -> Backfill:
-    """Run, in this process, every partition of a backfill that is not yet SUCCESS, each once."""
+    """Run, in this process, every partition of a stopped backfill that is not yet SUCCESS, each
+    once (or resume a paused one where it runs)."""
     storage = get_instance(instance)
     record = _record(storage, backfill_id)
-    the_job = _job_for(record, job)
-    engine = Engine.for_storage(storage)
-    if engine.is_running(backfill_id):
-        Backfill(backfill_id, storage, the_job).resume()
-        return Backfill(backfill_id, storage, the_job)
-    if owner_alive(record.owner, record.heartbeat) and record.owner != engine.owner and record.status not in BACKFILL_DONE:
+    engine = Engine.existing(storage)
+    mine = engine is not None and record.owner == engine.owner
+    if record.status == BackfillStatus.REQUESTED and not mine and owner_alive(record.owner, record.heartbeat):
         raise BackfillStateError(
-            f"backfill {backfill_id!r} is being run by another process ({record.owner}): cancel or pause it there first"
+            f"backfill {backfill_id!r} is being run by another process ({record.owner}): pause or cancel it there "
+            f"first, or follow it with nbb.get_backfill({backfill_id!r})"
         )
-    if not storage.claim_backfill(backfill_id, engine.owner, record.owner):
-        raise BackfillStateError(f"backfill {backfill_id!r} was just resumed by another process")
-    runs = storage.runs(backfill_id)
-    again = [r for r in runs if r.status not in ("SUCCESS", "QUEUED")]
-    storage.requeue([r.run_id for r in again])
-    requeued = {r.run_id for r in again}
-    pending = deque(
-        PendingRun(r.run_id, r.partition, r.attempt + 1 if r.run_id in requeued else r.attempt)
-        for r in runs
-        if r.status != "SUCCESS"
-    )
-    if not pending:
-        storage.set_backfill_status(backfill_id, "COMPLETED_SUCCESS")
-        return Backfill(backfill_id, storage, the_job)
-    storage.set_backfill_status(backfill_id, "REQUESTED")
-    options = LaunchOptions.from_json(record.options)
-    engine.add(_active(storage.get_backfill(backfill_id), the_job, options, engine, pending), [r for r in pending if r.run_id in requeued])
-    return Backfill(backfill_id, storage, the_job)
+    handle = Backfill(backfill_id, storage, job)
+    return handle.resume()
 
 
 def partition_status(job: Job, *, instance: Storage | str | None = None) -> pd.DataFrame:
     """The latest status of every partition of a job across all backfills: MISSING, SUCCESS, FAILURE or IN_PROGRESS."""
     return frames.partition_status(get_instance(instance), job)
 
-__all__ = ["Backfill", "get_backfill", "get_instance", "launch_backfill", "list_backfills", "partition_status", "resume_backfill"]
+
+__all__ = [
+    "Backfill", "get_backfill", "get_instance", "launch", "launch_backfill", "list_backfills", "partition_status",
+    "plan", "resume_backfill",
+]

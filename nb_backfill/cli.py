@@ -38,12 +38,13 @@ from .arguments import (
     job_names,
     job_summary,
     jobs_in,
-    launch_kwargs,
+    launch_from,
 )
-from .backfills import Backfill, get_backfill, launch_backfill, list_backfills, resume_backfill
+from .backfills import Backfill, get_backfill, list_backfills, resume_backfill
 from .errors import NbBackfillError
 from .jobs import Job
-from .storage import BACKFILL_DONE
+from .progress import Progress, Tracker
+from .statuses import BACKFILL_DONE, BackfillStatus, RunStatus
 
 PROG = "nb-backfill"
 MANY_PARTITIONS = 200  # beyond this, show the first and last EDGE keys
@@ -225,40 +226,30 @@ def partition_listing(keys: Sequence[str], width: int) -> list[str]:
     return columns(keys[:EDGE], width) + [f"... {len(keys) - 2 * EDGE} more ..."] + columns(keys[-EDGE:], width)
 
 
-def progress_line(done: int, total: int, failed: int, rate: float, bar: int) -> str:
-    """`[#####-----] 12/40 done, 1 failed, 3.2 runs/s`; no bar when `bar` is 0."""
-    filled = round(bar * done / total) if total else bar
+def progress_line(progress: Progress, bar: int) -> str:
+    """`[###-------] 12/40 done: 11 success, 1 failure, 28 queued — 30% done, 3.2 runs/s`; no bar when `bar` is 0."""
+    filled = round(bar * progress.done / progress.total) if progress.total else bar
     drawn = f"[{'#' * filled}{'-' * (bar - filled)}] " if bar else ""
-    return f"{drawn}{done}/{total} done, {failed} failed, {rate:.1f} runs/s"
+    return f"{drawn}{progress.done}/{progress.total} done: {progress.line()}"
 
 
 @dataclass
-class Progress:
+class ProgressDisplay:
     """A progress bar redrawn in place on a terminal, or a plain line a second elsewhere."""
 
     terminal: Terminal
-    done_at_start: int
-    started: float = field(default_factory=time.monotonic)
     printed_at: float = 0.0
     printed_done: int = -1
 
-    def show(self, counts: dict[str, int], final: bool = False) -> None:
-        done = finished(counts)
+    def show(self, progress: Progress, final: bool = False) -> None:
         now = time.monotonic()
-        rate = (done - self.done_at_start) / max(now - self.started, 1e-9)
-        total = sum(counts.values())
         if self.terminal.err_is_tty:
-            line = progress_line(done, total, counts["FAILURE"], rate, bar=min(30, self.terminal.width // 3))
+            line = progress_line(progress, bar=min(30, self.terminal.width // 3))
             self.terminal.err.write("\r" + line[: self.terminal.width - 1].ljust(self.terminal.width - 1) + ("\n" if final else ""))
-        elif final or (done != self.printed_done and now - self.printed_at >= 1.0):
-            self.terminal.err.write(progress_line(done, total, counts["FAILURE"], rate, bar=0) + "\n")
-            self.printed_at, self.printed_done = now, done
+        elif final or (progress.done != self.printed_done and now - self.printed_at >= 1.0):
+            self.terminal.err.write(progress_line(progress, bar=0) + "\n")
+            self.printed_at, self.printed_done = now, progress.done
         self.terminal.err.flush()
-
-
-def finished(counts: dict[str, int]) -> int:
-    """How many runs are done, whatever their outcome."""
-    return counts["SUCCESS"] + counts["FAILURE"] + counts["CANCELED"]
 
 
 def last_line(text: object) -> str:
@@ -267,42 +258,64 @@ def last_line(text: object) -> str:
     return lines[-1].strip() if lines else ""
 
 
+def partition_keys(frame: pd.DataFrame) -> list[str]:
+    """The partition keys of a frame indexed by partition (multi keys joined with '|')."""
+    return ["|".join(key) if isinstance(key, tuple) else key for key in frame.index]
+
+
 def summary(bf: Backfill) -> str:
     """A backfill's status, its runs by status, and its failed partitions with their errors."""
     record = bf.record
     took = f" in {record.ended - record.created:.1f} s" if record.ended else ""
+    progress = bf.progress()
     lines = [f"backfill {bf.id} of job {record.job_name!r}: {record.status}{took}"]
-    counts = {status: n for status, n in bf.counts().items() if n}
+    counts = {status: n for status, n in progress.counts.items() if n}
     width = max((len(status) for status in counts), default=0)
     lines += [f"  {status.ljust(width)}  {n:>6}" for status, n in counts.items()]
+    if progress.note:
+        lines.append(progress.note)
     runs = bf.runs_df()
-    failed = runs[runs["status"] == "FAILURE"]
+    failed = runs[runs["status"] == RunStatus.FAILURE]
     if len(failed):
         lines.append(f"failed partitions ({len(failed)}):")
-        lines += [f"  {row.partition}  {last_line(row.error)}" for row in failed.head(FAILURES_SHOWN).itertuples()]
+        lines += [f"  {key}  {last_line(error)}" for key, error in zip(partition_keys(failed)[:FAILURES_SHOWN], failed["error"])]
         if len(failed) > FAILURES_SHOWN:
             lines.append(f"  ... {len(failed) - FAILURES_SHOWN} more: {PROG} runs --backfill {bf.id}")
     return "\n".join(lines)
 
 
 def follow(bf: Backfill, terminal: Terminal, resume_command: str) -> int:
-    """Show progress until the backfill is done: 0 if every run succeeded, 1 if not, 130 on Ctrl-C
-    (after canceling it and waiting for its runs to stop, so it can be resumed)."""
-    progress = Progress(terminal, done_at_start=finished(bf.counts()))
+    """Show progress, following the store's change feed, until the backfill is done: 0 if every
+    run succeeded, 1 if not, 130 on Ctrl-C (after canceling it and waiting for its runs to stop, so
+    it can be resumed; a second Ctrl-C stops them at once)."""
+    tracker = bf.tracker()
+    display = ProgressDisplay(terminal)
     try:
-        while bf.status not in BACKFILL_DONE:
-            progress.show(bf.counts())
-            time.sleep(0.1)
+        while (record := bf.record).status not in BACKFILL_DONE:
+            tracker.poll()
+            display.show(tracker.progress(record))
+            tracker.storage.wait_for_change(0.1)
     except KeyboardInterrupt:
-        terminal.err.write(f"\ninterrupted: canceling backfill {bf.id} and waiting for its runs to stop...\n")
-        bf.cancel()
-        bf.wait()
+        terminal.err.write(f"\ninterrupted: canceling backfill {bf.id} and waiting for its runs to stop (Ctrl-C again stops them now)...\n")
+        try:
+            bf.cancel()
+            bf.wait()
+        except KeyboardInterrupt:
+            terminal.err.write(f"\n{abort(bf)}\n")
         terminal.print(summary(bf))
         terminal.err.write(f"resume it with: {resume_command}\n")
         return 130
-    progress.show(bf.counts(), final=True)
+    tracker.poll()
+    display.show(tracker.progress(bf.record), final=True)
     terminal.print(summary(bf))
-    return 0 if bf.status == "COMPLETED_SUCCESS" else 1
+    return 0 if bf.status == BackfillStatus.COMPLETED_SUCCESS else 1
+
+
+def abort(bf: Backfill) -> str:
+    """Stop a backfill's runs now, marking them CANCELED (the process is about to exit)."""
+    from .backfills import control
+
+    return control(bf._storage, bf.id, "abort")
 
 
 def resume_command(args: argparse.Namespace, backfill_id: str) -> str:
@@ -318,8 +331,7 @@ def job_backfill(args: argparse.Namespace, terminal: Terminal) -> int:
     """`job backfill`: show the partitions, ask, launch and follow the backfill here."""
     jobs, where = load_jobs(args)
     job = find_job(args.job, jobs, where)
-    options = launch_kwargs(args, all_by_default=True)
-    plan = launch_backfill(job, **{**options, "dry_run": True})
+    plan = launch_from(args, job, all_by_default=True, dry_run=True)
     if args.dry_run:
         terminal.print(plan.to_string(index=False))
         return 0
@@ -330,7 +342,7 @@ def job_backfill(args: argparse.Namespace, terminal: Terminal) -> int:
     if keys and not args.noprompt and not terminal.confirm(f"Do you want to proceed with the backfill ({len(keys)} partitions)? [y/N] "):
         terminal.print("Aborted: nothing was launched.")
         return 0
-    bf = launch_backfill(job, **options)  # with nothing to launch, this raises the API's error
+    bf = launch_from(args, job, all_by_default=True, dry_run=False)  # with nothing to launch, this raises the API's error
     terminal.print(f"Launched backfill {bf.id}")
     return follow(bf, terminal, resume_command(args, bf.id))
 
@@ -380,8 +392,11 @@ def backfill_retry(args: argparse.Namespace, terminal: Terminal) -> int:
 
 
 def runs_frame(bf: Backfill) -> pd.DataFrame:
-    """A backfill's runs for export: ISO times, durations in seconds."""
-    runs = bf.runs_df().reset_index(drop=True)
+    """A backfill's runs for export: the partition as a column, ISO times, durations in seconds."""
+    runs = bf.runs_df()
+    keys = partition_keys(runs)
+    runs = runs.reset_index(drop=True)
+    runs.insert(0, "partition", keys)
     runs["duration"] = runs["duration"].dt.total_seconds()
     for column in ("start_time", "end_time"):
         runs[column] = runs[column].map(lambda t: t.isoformat() if pd.notna(t) else None)

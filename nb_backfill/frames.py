@@ -1,7 +1,7 @@
-"""Statuses as pandas DataFrames, read from storage: runs, steps, and every partition's latest status.
+"""Statuses as pandas DataFrames, read from storage: runs, attempts, steps, and every partition's latest status.
 
-Statuses are categoricals (in Dagster's order), timestamps are tz-aware (UTC), and multi-partition
-keys become a MultiIndex of their dimensions.
+Statuses are categoricals (in lifecycle order), timestamps are tz-aware (UTC), and partitions are
+the index (a MultiIndex of the dimensions for multi partitions), never also a column.
 """
 
 from __future__ import annotations
@@ -12,13 +12,18 @@ import pandas as pd
 
 from .jobs import Job
 from .partitions import MultiPartitionsDefinition, PartitionsDefinition
-from .storage import RUN_IN_FLIGHT, RUN_STATUSES, STEP_STATUSES, Storage
+from .statuses import BACKFILL_DONE, RUN_DONE, PartitionStatus, RunStatus, StepStatus, partition_status_of
+from .storage import Storage, owner_alive
 
-PARTITION_STATUSES = ("MISSING", "SUCCESS", "FAILURE", "IN_PROGRESS")
-RUN_COLUMNS = ["run_id", "backfill_id", "partition", "status", "attempt", "start_time", "end_time", "duration", "error"]
+RUN_COLUMNS = ["run_id", "status", "attempt", "start_time", "end_time", "duration", "error"]
+ATTEMPT_COLUMNS = ["run_id", "attempt", "status", "start_time", "end_time", "duration", "error"]
 
 
-def partition_index(partitions: Sequence[str], definition: PartitionsDefinition) -> pd.Index:
+def _categories(enum: type) -> list[str]:
+    return [str(s) for s in enum]
+
+
+def partition_index(partitions: Sequence[str], definition: PartitionsDefinition | None) -> pd.Index:
     """An Index of keys, or a MultiIndex of the dimensions for multi partitions."""
     if isinstance(definition, MultiPartitionsDefinition):
         names = definition.partition_dimension_names
@@ -30,49 +35,74 @@ def _times(values: pd.Series) -> pd.Series:
     return pd.to_datetime(values.astype("float64"), unit="s", utc=True)
 
 
-def runs_df(storage: Storage, backfill_id: str, definition: PartitionsDefinition) -> pd.DataFrame:
-    """One row per run of a backfill, in backfill order, indexed by partition."""
-    rows = storage.query(
-        "SELECT run_id, backfill_id, partition, status, attempt, start_time, end_time, error "
-        "FROM runs WHERE backfill_id = ? ORDER BY seq",
-        (backfill_id,),
-    )
-    frame = pd.DataFrame(rows, columns=[c for c in RUN_COLUMNS if c != "duration"])
-    frame["status"] = pd.Categorical(frame["status"], categories=RUN_STATUSES)
+def runs_df(storage: Storage, backfill_id: str, definition: PartitionsDefinition | None) -> pd.DataFrame:
+    """One row per run of a backfill (its latest attempt), in backfill order, indexed by partition."""
+    rows = storage.run_rows(backfill_id)
+    frame = pd.DataFrame(rows, columns=["run_id", "partition", "status", "attempt", "start_time", "end_time", "error"])
+    frame["status"] = pd.Categorical(frame["status"], categories=_categories(RunStatus))
     frame["attempt"] = frame["attempt"].astype("int64")
     frame["start_time"] = _times(frame["start_time"])
     frame["end_time"] = _times(frame["end_time"])
     frame["duration"] = frame["end_time"] - frame["start_time"]
-    frame = frame[RUN_COLUMNS]
     frame.index = partition_index(frame["partition"].tolist(), definition)
-    return frame
+    return frame[RUN_COLUMNS]
+
+
+def attempts_df(storage: Storage, backfill_id: str, definition: PartitionsDefinition | None) -> pd.DataFrame:
+    """One row per attempt of every run of a backfill, from the change feed: when it started and
+    ended, how it ended and why. An attempt still going has no end."""
+    partition_of = {row[0]: row[1] for row in storage.run_rows(backfill_id)}
+    attempts: dict[tuple[str, int], list] = {}
+    for run_id, status, attempt, ts, message in storage.run_history(backfill_id):
+        row = attempts.setdefault((run_id, attempt), [run_id, attempt, RunStatus.QUEUED, None, None, None])
+        row[2] = status
+        if status in (RunStatus.STARTING, RunStatus.STARTED) and row[3] is None:
+            row[3] = ts
+        if status in RUN_DONE:
+            row[4], row[5] = ts, message
+    for run_id in partition_of:  # attempts that never changed status: queued first attempts
+        attempts.setdefault((run_id, 1), [run_id, 1, RunStatus.QUEUED, None, None, None])
+    position = {run_id: i for i, run_id in enumerate(partition_of)}
+    ordered = sorted(attempts.values(), key=lambda r: (position.get(r[0], len(position)), r[1]))
+    frame = pd.DataFrame(ordered, columns=["run_id", "attempt", "status", "start_time", "end_time", "error"])
+    frame["status"] = pd.Categorical(frame["status"].map(str), categories=_categories(RunStatus))
+    frame["attempt"] = frame["attempt"].astype("int64")
+    frame["start_time"] = _times(frame["start_time"])
+    frame["end_time"] = _times(frame["end_time"])
+    frame["duration"] = frame["end_time"] - frame["start_time"]
+    frame.index = partition_index([partition_of.get(r, r) for r in frame["run_id"]], definition)
+    return frame[ATTEMPT_COLUMNS]
 
 
 def steps_df(storage: Storage, backfill_id: str, job: Job) -> pd.DataFrame:
     """Partitions x steps of a backfill: each cell the step's status (PENDING until it starts)."""
-    runs = storage.query("SELECT run_id, partition FROM runs WHERE backfill_id = ? ORDER BY seq", (backfill_id,))
-    position = {run_id: i for i, (run_id, _) in enumerate(runs)}
-    columns = {name: ["PENDING"] * len(runs) for name in job.step_names}
+    runs = storage.run_rows(backfill_id)
+    position = {row[0]: i for i, row in enumerate(runs)}
+    columns = {name: [StepStatus.PENDING.value] * len(runs) for name in job.step_names}
     for run_id, step, status, _start, _end in storage.step_rows(backfill_id):
         if step in columns and run_id in position:
             columns[step][position[run_id]] = status
-    partitions = [partition for _, partition in runs]
     frame = pd.DataFrame(
-        {name: pd.Categorical(values, categories=STEP_STATUSES) for name, values in columns.items()},
-        index=partition_index(partitions, job.partitions_def),
+        {name: pd.Categorical(values, categories=_categories(StepStatus)) for name, values in columns.items()},
+        index=partition_index([row[1] for row in runs], job.partitions_def),
     )
     frame.columns.name = "step"
     return frame
 
 
-def latest_statuses(storage: Storage, job_name: str) -> dict[str, str]:
-    """Each partition's status from its latest run that was not canceled: SUCCESS, FAILURE or IN_PROGRESS."""
-    latest: dict[str, str] = {}
-    for partition, status in storage.latest_runs(job_name):
-        if status == "SUCCESS" or status == "FAILURE":
-            latest[partition] = status
-        elif status in RUN_IN_FLIGHT or status == "QUEUED" or status == "NOT_STARTED":
-            latest[partition] = "IN_PROGRESS"
+def latest_statuses(storage: Storage, job_name: str) -> dict[str, PartitionStatus]:
+    """Each partition's status from its latest run that counts: canceled runs do not, nor runs a
+    dead process left unfinished (their partition reads as it did before them)."""
+    alive = {
+        backfill_id
+        for backfill_id, status, owner, heartbeat in storage.owners(job_name)
+        if status not in BACKFILL_DONE and owner_alive(owner, heartbeat)
+    }
+    latest: dict[str, PartitionStatus] = {}
+    for partition, status, backfill_id in storage.partition_runs(job_name):
+        said = partition_status_of(status, backfill_id in alive)
+        if said is not None:
+            latest[partition] = said
     return latest
 
 
@@ -80,8 +110,8 @@ def partition_status(storage: Storage, job: Job) -> pd.DataFrame:
     """The latest status of every partition of a job across all backfills (MISSING if never run)."""
     keys = job.partitions_def.get_partition_keys()
     latest = latest_statuses(storage, job.name)
-    statuses = [latest.get(k, "MISSING") for k in keys]
+    statuses = [latest.get(k, PartitionStatus.MISSING).value for k in keys]
     return pd.DataFrame(
-        {"status": pd.Categorical(statuses, categories=PARTITION_STATUSES)},
+        {"status": pd.Categorical(statuses, categories=_categories(PartitionStatus))},
         index=partition_index(keys, job.partitions_def),
     )

@@ -1,8 +1,9 @@
-"""Where each partition sits on the status grid, and the one-byte status code of each cell.
+"""Where each partition sits on the status grid, and the one-byte code of what each cell shows.
 
 Time partitions lie in calendar-like rows (a row per day for hourly, per month for daily, per
 year for weekly and monthly); multi partitions form a matrix of their two dimensions; anything
-else wraps into rows. A cell is one (partition, step); its code is what the front end colours.
+else wraps into rows. A cell is one (partition, step); its code is the position of its
+`statuses.Cell` in `statuses.CELLS`, which the front end receives with the grid.
 """
 
 from __future__ import annotations
@@ -16,15 +17,32 @@ import numpy as np
 from .keyformat import civil_from_days, day_of_year
 from .partitions import MultiPartitionsDefinition, PartitionsDefinition, TimeWindowPartitionsDefinition
 from .schedules import DAY
+from .statuses import CELL_CODE, CELL_OF_PARTITION, CELL_OF_PENDING_STEP, CELL_OF_STEP, Cell, PartitionStatus, RunStatus, StepStatus
 
-# cell codes: js/widget.js names them in the same order (CODES)
-MISSING, QUEUED, RUNNING, SUCCESS, FAILURE, SKIPPED, CANCELED = range(7)
-RUN_CODES = {
-    "QUEUED": QUEUED, "NOT_STARTED": QUEUED, "STARTING": QUEUED, "STARTED": QUEUED, "CANCELING": RUNNING,
-    "SUCCESS": SUCCESS, "FAILURE": FAILURE, "CANCELED": CANCELED,
-}
-STEP_CODES = {"PENDING": QUEUED, "RUNNING": RUNNING, "SUCCESS": SUCCESS, "FAILURE": FAILURE, "SKIPPED": SKIPPED}
-HISTORY_CODES = {"MISSING": MISSING, "SUCCESS": SUCCESS, "FAILURE": FAILURE, "IN_PROGRESS": RUNNING}
+# Statuses as small integers, so a whole grid's cells are computed with numpy.
+RUN_NUMBER = {status: i for i, status in enumerate(RunStatus)}
+STEP_NUMBER = {status: i for i, status in enumerate(StepStatus)}  # PENDING is 0: a step with no row yet
+_CELL_TABLE = np.array(
+    [
+        [CELL_CODE[CELL_OF_STEP.get(step, CELL_OF_PENDING_STEP[run])] for step in StepStatus]
+        for run in RunStatus
+    ],
+    np.uint8,
+)
+MISSING = CELL_CODE[Cell.MISSING]
+FAILURE = CELL_CODE[Cell.FAILURE]
+HISTORY_CODES = {status: CELL_CODE[CELL_OF_PARTITION[status]] for status in PartitionStatus}
+
+
+def cell_codes(runs: np.ndarray, steps: np.ndarray) -> np.ndarray:
+    """What each cell of some runs shows: `runs` holds run status numbers (n), `steps` step status
+    numbers (n x steps); a step with a status shows it, a pending one its run's (a run that
+    failed before any step ran shows failed on every step, one that failed later shows the steps
+    it never reached as skipped)."""
+    codes = _CELL_TABLE[runs[:, None], steps]
+    never_ran = (runs == RUN_NUMBER[RunStatus.FAILURE]) & (steps == 0).all(axis=1)
+    codes[never_ran] = FAILURE
+    return codes
 
 
 @dataclass(frozen=True)

@@ -8,10 +8,11 @@ names and things that are not callable are refused with a message that names the
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .errors import DefinitionError, NbBackfillError, quoted_list
@@ -57,18 +58,64 @@ def retry_policy(retries: int | RetryPolicy | None) -> RetryPolicy:
     return RetryPolicy(max_retries=retries)
 
 
+CONTEXT = "context"
+
+
 @dataclass(frozen=True)
 class StepDefinition:
-    """One function of a job: its upstream steps are its parameters other than `context`."""
+    """One function of a job. Its parameters name the upstream steps whose outputs it takes (in
+    any order, positional or keyword-only), plus optionally `context`; a parameter with a default
+    that names no step keeps its default."""
 
     name: str
     fn: Callable[..., Any]
-    inputs: tuple[str, ...]
+    inputs: tuple[str, ...]  # upstream steps (until a Job resolves them: every parameter but context)
     takes_context: bool
     retry: RetryPolicy = field(default_factory=lambda: RetryPolicy(max_retries=0))
+    parameters: tuple[inspect.Parameter, ...] = ()
+    positional: tuple[str, ...] = ()  # how a call passes them, set when a Job resolves the step
+    keyword: tuple[str, ...] = ()
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.fn(*args, **kwargs)
+
+    def call(self, outputs: Mapping[str, Any], context: Any) -> Any:
+        """Call the step with its upstream outputs and context, each under its parameter's name."""
+        args = [context if name == CONTEXT else outputs[name] for name in self.positional]
+        kwargs = {name: context if name == CONTEXT else outputs[name] for name in self.keyword}
+        return self.fn(*args, **kwargs)
+
+    def resolved(self, steps: Sequence[str], job_name: str) -> StepDefinition:
+        """This step with its inputs among `steps` and its call plan; an error for a parameter it
+        could not be given."""
+        inputs, positional, keyword, unknown = [], [], [], []
+        skipped_positional = None
+        for p in self.parameters:
+            wanted = p.name == CONTEXT or p.name in steps
+            if not wanted and p.default is p.empty:
+                unknown.append(p.name)
+                continue
+            if p.name != CONTEXT and wanted:
+                inputs.append(p.name)
+            if p.kind is p.POSITIONAL_ONLY:
+                if not wanted:
+                    skipped_positional = p.name
+                elif skipped_positional is not None:
+                    raise DefinitionError(
+                        f"job {job_name!r}: step {self.name!r} takes {p.name!r} positionally after {skipped_positional!r}, "
+                        f"which names no step and keeps its default: reorder its parameters or make them keyword parameters"
+                    )
+                else:
+                    positional.append(p.name)
+            elif wanted:
+                keyword.append(p.name)
+        if unknown:
+            raise DefinitionError(
+                f"job {job_name!r}: step {self.name!r} takes {quoted_list(unknown)}, which "
+                f"{'is not a step' if len(unknown) == 1 else 'are not steps'}; its parameters must name "
+                f"upstream steps ({quoted_list(list(steps))}), be 'context', or have a default"
+            )
+        return replace(self, inputs=tuple(inputs), positional=tuple(positional), keyword=tuple(keyword))
 
 
 def _signature(fn: Callable[..., Any], what: str) -> inspect.Signature:
@@ -90,9 +137,11 @@ def step(
         step_name = name or getattr(f, "__name__", None)
         if not isinstance(step_name, str) or not step_name.isidentifier():
             raise DefinitionError(f"a step needs a name that is a Python identifier, got {step_name!r}")
-        params = [p for p in signature.parameters.values() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
-        inputs = tuple(p.name for p in params if p.name != "context")
-        return StepDefinition(step_name, f, inputs, any(p.name == "context" for p in params), retry_policy(retries))
+        params = tuple(p for p in signature.parameters.values() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD))
+        return StepDefinition(
+            step_name, f, tuple(p.name for p in params if p.name != CONTEXT), any(p.name == CONTEXT for p in params),
+            retry_policy(retries), params,
+        )
 
     return wrap if fn is None else wrap(fn)
 
@@ -145,14 +194,7 @@ class Job:
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise DefinitionError(f"job {name!r}: step names must be unique; duplicated: {quoted_list(duplicates)}")
-        for s in defs:
-            unknown = [i for i in s.inputs if i not in names]
-            if unknown:
-                raise DefinitionError(
-                    f"job {name!r}: step {s.name!r} takes {quoted_list(unknown)}, which "
-                    f"{'is not a step' if len(unknown) == 1 else 'are not steps'}; its parameters must name "
-                    f"upstream steps ({quoted_list(names)}) or be 'context'"
-                )
+        defs = [s.resolved(names, name) for s in defs]
         self.name = name
         self.partitions_def = partitions_def
         self.steps = _topological_order(defs, name)
@@ -177,7 +219,13 @@ def get_job(name: str) -> Job | None:
     return _JOBS.get(name)
 
 
+BACKFILL_TAG = "nb_backfill/backfill"
+PARTITION_TAG = "nb_backfill/partition"
+TAG_FORMS = 'key=value or JSON such as \'{"key": "value"}\''
+
+
 def check_tags(tags: Mapping[str, str] | None, what: str) -> dict[str, str]:
+    """Tags as given, if they map strings to strings; a DefinitionError naming the bad ones otherwise."""
     if tags is None:
         return {}
     if not isinstance(tags, Mapping):
@@ -186,6 +234,34 @@ def check_tags(tags: Mapping[str, str] | None, what: str) -> dict[str, str]:
     if bad:
         raise DefinitionError(f"{what} must map strings to strings, got {', '.join(bad)}")
     return dict(tags)
+
+
+def parse_tags(text: str) -> dict[str, str]:
+    """Tags a person typed (`--tags`, the widget): Dagster's JSON object or one `key=value`."""
+    text = text.strip()
+    if text.startswith("{"):
+        try:
+            tags = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise DefinitionError(
+                f"{text!r} is not a valid JSON object ({error.msg} at column {error.colno}); give {TAG_FORMS}"
+            ) from None
+        return check_tags(tags, "tags")
+    key, equals, value = text.partition("=")
+    if not equals or not key.strip():
+        raise DefinitionError(f"expected {TAG_FORMS}, got {text!r}")
+    return {key.strip(): value}
+
+
+def run_tags(job: Job, backfill_tags: Mapping[str, str], backfill_id: str, partition: str) -> dict[str, str]:
+    """A run's tags: the job's, the backfill's, and which backfill and partition it is (per
+    dimension too, for multi partitions), as Dagster tags its backfill runs."""
+    tags = {**job.tags, **backfill_tags, BACKFILL_TAG: backfill_id, PARTITION_TAG: partition}
+    definition = job.partitions_def
+    if isinstance(definition, MultiPartitionsDefinition):
+        parts = definition.get_partition_key_from_str(partition).keys_by_dimension
+        tags.update({f"{PARTITION_TAG}/{name}": key for name, key in parts.items()})
+    return tags
 
 
 def job(
@@ -253,6 +329,8 @@ class RunContext:
         return self._canceled.is_set()
 
     def check_canceled(self) -> None:
-        """Stop the run here if it was canceled (long steps should call this now and then)."""
+        """Stop the run here if its backfill was canceled. A thread cannot be killed from outside,
+        so a step running on the thread executor stops only where it calls this (between steps
+        the run stops by itself); call it now and then in long loops."""
         if self._canceled.is_set():
             raise RunCanceled(f"run {self.run_id} was canceled")

@@ -24,10 +24,10 @@ from .arguments import (
     find_job,
     home_of,
     jobs_in,
-    launch_kwargs,
+    launch_from,
     selection_given,
 )
-from .backfills import Backfill, get_backfill, launch_backfill, list_backfills, resume_backfill
+from .backfills import Backfill, get_backfill, list_backfills, resume_backfill
 from .errors import NbBackfillError
 from .jobs import Job
 
@@ -74,7 +74,7 @@ def launch(args: argparse.Namespace, namespace: Mapping[str, object]) -> None:
     if not selection_given(args):
         show_selector(job, home_of(args))
         return
-    result = launch_backfill(job, **launch_kwargs(args, all_by_default=False))
+    result = launch_from(args, job, all_by_default=False)
     display(result)
     if args.wait and isinstance(result, Backfill):
         wait(result)

@@ -1,9 +1,10 @@
-"""The SQLite store: backfills, runs, step runs, status events, captured logs, dynamic partitions.
+"""The SQLite store: backfills, runs, steps, the change feed, captured logs, commands, dynamic partitions.
 
-Storage is the single source of truth; everything in memory is a cache of it. One file in WAL
-mode, shared safely by several processes (two kernels, a kernel and the CLI): every write is one
-short `BEGIN IMMEDIATE` transaction, and waits for a lock instead of failing. Status changes
-arrive in batches and are written in one transaction each.
+Storage is the single source of truth and the only module with SQL. One file in WAL mode, shared by
+several processes (kernels, terminals); every write is one short `BEGIN IMMEDIATE` transaction.
+Every status change is checked against `statuses` inside the transaction that writes it (a change
+the lifecycle does not allow is dropped, whoever sent it) and is appended to the `events` table,
+whose sequence number is the change feed that widgets, the CLI and `wait()` follow.
 """
 
 from __future__ import annotations
@@ -18,67 +19,87 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-from .errors import NbBackfillError
+from .errors import InvalidOptionError, NbBackfillError
+from .statuses import (
+    BACKFILL_DONE,
+    LOG,
+    RUN_DONE,
+    RUN_IN_FLIGHT,
+    STEP_DONE,
+    BackfillStatus,
+    Event,
+    RunStatus,
+    StepStatus,
+    backfill_change_allowed,
+    run_change_allowed,
+    step_change_allowed,
+)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 HOME_ENV = "NB_BACKFILL_HOME"
 DEFAULT_DIR = ".nb_backfill"
 DB_NAME = "nb_backfill.db"
-
-RUN_STATUSES = ("QUEUED", "NOT_STARTED", "STARTING", "STARTED", "SUCCESS", "FAILURE", "CANCELING", "CANCELED")
-RUN_DONE = frozenset({"SUCCESS", "FAILURE", "CANCELED"})
-RUN_IN_FLIGHT = frozenset({"STARTING", "STARTED", "CANCELING"})
-BACKFILL_STATUSES = ("REQUESTED", "PAUSED", "CANCELING", "CANCELED", "COMPLETED_SUCCESS", "COMPLETED_FAILED")
-BACKFILL_DONE = frozenset({"CANCELED", "COMPLETED_SUCCESS", "COMPLETED_FAILED"})
-STEP_STATUSES = ("PENDING", "RUNNING", "SUCCESS", "FAILURE", "SKIPPED")
 INTERRUPTED = "interrupted: the process running this backfill stopped before the run finished"
+PARTITIONS_CHANGED = "PARTITIONS"  # a feed entry: the keys of a dynamic definition changed
+MESSAGE_LIMIT = 64 * 1024  # characters of an error message kept (its head and its tail)
+_CHUNK = 500  # ids per `IN (...)` query
 
-# Each entry upgrades the schema by one version; a new version appends, never edits.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (
-    (
-        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
-        """CREATE TABLE backfills (
-            id TEXT PRIMARY KEY, job_name TEXT NOT NULL, status TEXT NOT NULL,
-            created REAL NOT NULL, updated REAL NOT NULL, ended REAL,
-            num_partitions INTEGER NOT NULL, options TEXT NOT NULL, tags TEXT NOT NULL,
-            partitions_def TEXT NOT NULL, owner TEXT, heartbeat REAL)""",
-        """CREATE TABLE runs (
-            run_id TEXT PRIMARY KEY, backfill_id TEXT, job_name TEXT NOT NULL, partition TEXT NOT NULL,
-            seq INTEGER NOT NULL, status TEXT NOT NULL, attempt INTEGER NOT NULL,
-            queued REAL NOT NULL, start_time REAL, end_time REAL, error TEXT, not_before REAL)""",
-        "CREATE INDEX runs_by_backfill ON runs (backfill_id, seq)",
-        "CREATE INDEX runs_by_partition ON runs (job_name, partition)",
-        """CREATE TABLE steps (
-            run_id TEXT NOT NULL, step TEXT NOT NULL, status TEXT NOT NULL, attempt INTEGER NOT NULL,
-            start_time REAL, end_time REAL, error TEXT, PRIMARY KEY (run_id, step)) WITHOUT ROWID""",
-        """CREATE TABLE events (
-            id INTEGER PRIMARY KEY, run_id TEXT NOT NULL, step TEXT, status TEXT NOT NULL,
-            attempt INTEGER NOT NULL, ts REAL NOT NULL, message TEXT)""",
-        "CREATE INDEX events_by_run ON events (run_id)",
-        "CREATE TABLE logs (id INTEGER PRIMARY KEY, run_id TEXT NOT NULL, step TEXT, ts REAL NOT NULL, text TEXT NOT NULL)",
-        "CREATE INDEX logs_by_run ON logs (run_id)",
-        """CREATE TABLE dynamic_partitions (
-            name TEXT NOT NULL, key TEXT NOT NULL, position INTEGER NOT NULL, PRIMARY KEY (name, key))""",
-    ),
+_V1 = (
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    """CREATE TABLE backfills (
+        id TEXT PRIMARY KEY, job_name TEXT NOT NULL, status TEXT NOT NULL,
+        created REAL NOT NULL, updated REAL NOT NULL, ended REAL,
+        num_partitions INTEGER NOT NULL, options TEXT NOT NULL, tags TEXT NOT NULL,
+        partitions_def TEXT NOT NULL, owner TEXT, heartbeat REAL)""",
+    """CREATE TABLE runs (
+        run_id TEXT PRIMARY KEY, backfill_id TEXT, job_name TEXT NOT NULL, partition TEXT NOT NULL,
+        seq INTEGER NOT NULL, status TEXT NOT NULL, attempt INTEGER NOT NULL,
+        queued REAL NOT NULL, start_time REAL, end_time REAL, error TEXT, not_before REAL)""",
+    "CREATE INDEX runs_by_backfill ON runs (backfill_id, seq)",
+    "CREATE INDEX runs_by_partition ON runs (job_name, partition)",
+    """CREATE TABLE steps (
+        run_id TEXT NOT NULL, step TEXT NOT NULL, status TEXT NOT NULL, attempt INTEGER NOT NULL,
+        start_time REAL, end_time REAL, error TEXT, PRIMARY KEY (run_id, step)) WITHOUT ROWID""",
+    """CREATE TABLE events (
+        id INTEGER PRIMARY KEY, run_id TEXT NOT NULL, step TEXT, status TEXT NOT NULL,
+        attempt INTEGER NOT NULL, ts REAL NOT NULL, message TEXT)""",
+    "CREATE INDEX events_by_run ON events (run_id)",
+    "CREATE TABLE logs (id INTEGER PRIMARY KEY, run_id TEXT NOT NULL, step TEXT, ts REAL NOT NULL, text TEXT NOT NULL)",
+    "CREATE INDEX logs_by_run ON logs (run_id)",
+    """CREATE TABLE dynamic_partitions (
+        name TEXT NOT NULL, key TEXT NOT NULL, position INTEGER NOT NULL, PRIMARY KEY (name, key))""",
 )
+_V2 = (
+    # the change feed: every status change of a run, a step or a backfill, in commit order (seq)
+    """CREATE TABLE changes (
+        seq INTEGER PRIMARY KEY, backfill_id TEXT, run_id TEXT, step TEXT, status TEXT NOT NULL,
+        attempt INTEGER NOT NULL, ts REAL NOT NULL, message TEXT)""",
+    "INSERT INTO changes (backfill_id, run_id, step, status, attempt, ts, message) "
+    "SELECT runs.backfill_id, events.run_id, events.step, events.status, events.attempt, events.ts, events.message "
+    "FROM events LEFT JOIN runs USING (run_id) ORDER BY events.id",
+    "DROP TABLE events",
+    "ALTER TABLE changes RENAME TO events",
+    "CREATE INDEX events_by_run ON events (run_id)",
+    "ALTER TABLE backfills ADD COLUMN error TEXT",
+    # control asked by a process that does not own the backfill, carried out by its owner
+    """CREATE TABLE commands (
+        id INTEGER PRIMARY KEY, backfill_id TEXT NOT NULL, verb TEXT NOT NULL, arg TEXT,
+        ts REAL NOT NULL, done REAL, result TEXT, error TEXT)""",
+)
+# Each entry upgrades the schema by one version; a new version appends, never edits.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2)
 
 
 class StorageError(NbBackfillError):
-    """The store cannot be opened or is from a newer nb_backfill."""
+    """The store cannot be opened, read or written. `kind` says what the engine may do about a
+    failed write: "transient" (locked, disk full, I/O: try again), "data" (a value SQLite refuses:
+    write the batch without it) or "fatal" (read-only, damaged, too new)."""
 
-
-@dataclass(frozen=True)
-class Event:
-    """One status change or log chunk of a run (or of one of its steps), as executors report it."""
-
-    run_id: str
-    status: str  # a run or step status, or "LOG"
-    ts: float
-    attempt: int = 1
-    step: str | None = None
-    message: str | None = None  # error text for FAILURE, the text for LOG
+    def __init__(self, message: str, kind: str = "fatal"):
+        super().__init__(message)
+        self.kind = kind
 
 
 @dataclass(frozen=True)
@@ -95,6 +116,7 @@ class BackfillRecord:
     partitions_def: str
     owner: str | None
     heartbeat: float | None
+    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -111,6 +133,27 @@ class RunRecord:
     end_time: float | None
     error: str | None
     not_before: float | None
+
+
+class Change(NamedTuple):
+    """One entry of the change feed: a run change (step None), a step change, a backfill change
+    (run_id None) or a dynamic definition's keys changing (status PARTITIONS, message its name)."""
+
+    seq: int
+    backfill_id: str | None
+    run_id: str | None
+    step: str | None
+    status: str
+    attempt: int
+    ts: float
+    message: str | None
+
+
+class Command(NamedTuple):
+    id: int
+    backfill_id: str
+    verb: str
+    arg: Any
 
 
 def default_home() -> Path:
@@ -130,20 +173,67 @@ def _start_ticks(pid: int) -> str:
         return "?"
 
 
-def owner_alive(owner: str | None, heartbeat: float | None, stale_after: float = 30.0) -> bool:
-    """Whether the process named by `owner` still runs its backfills."""
+HEARTBEAT_STALE = 60.0  # seconds without a heartbeat after which an owner counts as gone
+
+
+def owner_alive(owner: str | None, heartbeat: float | None, now: float | None = None) -> bool:
+    """Whether the process named by `owner` still runs the backfill: on this host its pid (with its
+    start time) must be alive; anywhere, its heartbeat must be recent."""
     if not owner:
         return False
+    if heartbeat is None or (now or time.time()) - heartbeat > HEARTBEAT_STALE:
+        return False
     host, pid, ticks = owner.rsplit(":", 2)
-    if host == socket.gethostname():
+    if host != socket.gethostname():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return ticks == "?" or _start_ticks(int(pid)) == ticks
+
+
+def storable(text: str | None, limit: int | None = MESSAGE_LIMIT) -> str | None:
+    """Text SQLite will take: lone surrogates (file names from os.listdir) escaped as \\udcxx,
+    and at most `limit` characters (the head and the tail, with a note between)."""
+    if text is None:
+        return None
+    if not isinstance(text, str):
+        text = str(text)
+    if not text.isascii():
         try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return ticks == "?" or _start_ticks(int(pid)) == ticks
-    return heartbeat is not None and time.time() - heartbeat < stale_after
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    if limit is not None and len(text) > limit:
+        half = limit // 2
+        text = f"{text[:half]}\n[... {len(text) - 2 * half:,} characters left out ...]\n{text[-half:]}"
+    return text
+
+
+def _kind(error: BaseException) -> str:
+    """How the engine should treat a failed write (see StorageError)."""
+    if isinstance(error, (UnicodeError, OverflowError, sqlite3.DataError, sqlite3.InterfaceError, sqlite3.IntegrityError)):
+        return "data"
+    text = str(error).lower()
+    if isinstance(error, sqlite3.OperationalError) and any(w in text for w in ("locked", "busy", "full", "disk i/o")):
+        return "transient"
+    return "fatal"
+
+
+def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def _marks(n: int) -> str:
+    return ",".join("?" * n)
+
+
+_STARTED = frozenset({RunStatus.STARTING, RunStatus.STARTED})
+_RUN_COLUMNS = "run_id, backfill_id, job_name, partition, seq, status, attempt, queued, start_time, end_time, error, not_before"
 
 
 class Storage:
@@ -151,48 +241,129 @@ class Storage:
 
     def __init__(self, home: str | os.PathLike[str] | None = None):
         self.home = Path(home) if home is not None else default_home()
-        try:
-            self.home.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise StorageError(f"cannot create the nb_backfill home {str(self.home)!r}: {error}") from None
         self.path = self.home / DB_NAME
+        self.read_only = False
         self._local = threading.local()
-        self._migrate()
+        self.changed = threading.Condition()  # notified after every commit made in this process
+        self.backfill_changed = threading.Condition()  # notified when this process changes a backfill's status
+        if not self.path.exists():
+            try:
+                self.home.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise StorageError(
+                    f"cannot create the nb_backfill store in {str(self.home)!r}: {error.strerror or error}; "
+                    f"choose a writable folder with ${HOME_ENV} or instance=..."
+                ) from None
+        self._open()
 
-    # --- connections and transactions
+    # --- opening, connections and transactions
+    def _open(self) -> None:
+        try:
+            self._migrate()
+        except StorageError as error:
+            if error.kind != "readonly":
+                raise
+            self.close()
+            self.read_only = True  # a store we may read but not write: reads work, writes say why
+            self._check_schema(self._connection())
+
     def _connection(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a killed process loses nothing committed
-            conn.execute("PRAGMA busy_timeout=60000")
+            try:
+                if self.read_only:
+                    conn = self._read_only_connection()
+                else:
+                    conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None, check_same_thread=False)
+                    conn.execute("PRAGMA journal_mode=WAL")
+                    conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a killed process loses nothing committed
+                conn.execute("PRAGMA busy_timeout=60000")
+            except sqlite3.Error as error:
+                raise self._error(error, "open") from None
             self._local.conn = conn
         return conn
 
+    def _read_only_connection(self) -> sqlite3.Connection:
+        """A connection that never writes: plain read-only, or, where SQLite cannot even make its
+        shared-memory file (a read-only folder), one that treats the file as unchanging."""
+        uri = self.path.resolve().as_uri()
+        for mode in ("mode=ro", "immutable=1"):
+            conn = sqlite3.connect(f"{uri}?{mode}", uri=True, timeout=60.0, isolation_level=None, check_same_thread=False)
+            try:
+                conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+            except sqlite3.OperationalError:
+                conn.close()
+                continue
+            conn.execute("PRAGMA query_only=1")
+            return conn
+        raise sqlite3.OperationalError("unable to open database file")
+
+    def _error(self, error: BaseException, doing: str) -> StorageError:
+        """One StorageError naming the store and what to do about `error`."""
+        text = str(error)
+        where = str(self.path)
+        if isinstance(error, StorageError):
+            return error
+        if "not a database" in text or "malformed" in text:
+            return StorageError(
+                f"the nb_backfill store {where!r} is damaged or not an nb_backfill store ({text}): move it "
+                f"away (a new one is made in its place) or use another folder with ${HOME_ENV} or instance=..."
+            )
+        if "readonly" in text or "read-only" in text or ("unable to open" in text and doing != "read"):
+            return StorageError(
+                f"the nb_backfill store {where!r} is read-only ({text}): backfills can be read but not "
+                f"launched or changed; make the folder writable or use another one with ${HOME_ENV}",
+                "readonly",
+            )
+        kind = _kind(error)
+        return StorageError(f"could not {doing} the nb_backfill store {where!r}: {type(error).__name__}: {text}", kind)
+
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction that takes the write lock at once (waiting for it, never failing fast)."""
+        """A write transaction that takes the write lock at once (waiting for it, never failing
+        fast). Any failure becomes a StorageError and nothing of the transaction stays."""
+        if self.read_only:
+            raise StorageError(
+                f"the nb_backfill store {str(self.path)!r} is read-only: backfills can be read but not "
+                f"launched or changed; make the folder writable or use another one with ${HOME_ENV}",
+                "readonly",
+            )
         conn = self._connection()
-        for attempt in range(50):
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                break
-            except sqlite3.OperationalError as error:  # busy beyond busy_timeout: very heavy contention
-                if "locked" not in str(error) and "busy" not in str(error):
-                    raise
-                time.sleep(0.05 * (attempt + 1))
-        else:
-            raise StorageError(f"the store {str(self.path)!r} stayed locked by another process")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as error:
+            raise self._error(error, "write") from None
         try:
             yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
+            conn.execute("COMMIT")
+        except BaseException as error:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            if isinstance(error, (sqlite3.Error, UnicodeError, OverflowError)):
+                raise self._error(error, "write") from None
             raise
-        conn.execute("COMMIT")
+        with self.changed:
+            self.changed.notify_all()
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
-        return self._connection().execute(sql, params).fetchall()
+        """Rows of a read; nb_backfill's own modules call the named methods below (tests may call this)."""
+        try:
+            return self._connection().execute(sql, params).fetchall()
+        except sqlite3.Error as error:
+            raise self._error(error, "read") from None
+
+    def wait_for_change(self, timeout: float, backfills_only: bool = False) -> None:
+        """Sleep until this process commits a change (of a backfill's status, with backfills_only)
+        or `timeout` passes; other processes' changes are seen by the next read."""
+        condition = self.backfill_changed if backfills_only else self.changed
+        with condition:
+            condition.wait(timeout)
+
+    def _backfill_changed(self) -> None:
+        with self.backfill_changed:
+            self.backfill_changed.notify_all()
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
@@ -200,38 +371,60 @@ class Storage:
             conn.close()
             self._local.conn = None
 
+    def _check_schema(self, conn: sqlite3.Connection) -> int:
+        """The store's schema version, or a StorageError saying why it cannot be used."""
+        try:
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            if not tables:
+                return 0
+            row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() if "meta" in tables else None
+        except sqlite3.Error as error:
+            raise self._error(error, "open") from None
+        where = str(self.path)
+        if row is None:
+            raise StorageError(
+                f"{where!r} has tables but no nb_backfill schema version: it is damaged or not an nb_backfill "
+                f"store; move it away (a new one is made in its place) or use another folder with ${HOME_ENV}"
+            )
+        try:
+            version = int(row[0])
+        except (TypeError, ValueError):
+            raise StorageError(
+                f"{where!r} has an unreadable schema version {row[0]!r}: it is damaged; move it away "
+                f"(a new one is made in its place) or use another folder with ${HOME_ENV}"
+            ) from None
+        if version > SCHEMA_VERSION or version < 1:
+            raise StorageError(
+                f"the store {where!r} has schema version {version}, which this nb_backfill does not understand "
+                f"(it knows 1 to {SCHEMA_VERSION}): upgrade nb_backfill, or use another folder with ${HOME_ENV}"
+            )
+        return version
+
     def _migrate(self) -> None:
+        version = self._check_schema(self._connection())  # a read first: a current store needs no write lock
+        if version == SCHEMA_VERSION:
+            return
         with self.transaction() as conn:
-            has_meta = conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'").fetchone()
-            version = 0
-            if has_meta:
-                row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-                version = int(row[0]) if row else 0
-            if version > SCHEMA_VERSION:
-                raise StorageError(
-                    f"the store {str(self.path)!r} has schema version {version}, newer than this nb_backfill "
-                    f"understands ({SCHEMA_VERSION}): upgrade nb_backfill"
-                )
+            version = self._check_schema(conn)
             for statements in MIGRATIONS[version:]:
                 for statement in statements:
                     conn.execute(statement)
-            if version < SCHEMA_VERSION:
-                conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
 
     @property
     def schema_version(self) -> int:
         return int(self.query("SELECT value FROM meta WHERE key='schema_version'")[0][0])
 
-    # --- backfills and runs
-    def create_backfill(self, record: BackfillRecord, runs: Iterable[tuple]) -> None:
+    # --- backfills
+    def create_backfill(self, record: BackfillRecord, runs: Iterable[tuple[str, str, int]]) -> None:
         """Write a backfill and its QUEUED runs (run_id, partition, seq) in one transaction."""
         with self.transaction() as conn:
             conn.execute(
-                "INSERT INTO backfills VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO backfills VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     record.id, record.job_name, record.status, record.created, record.updated, record.ended,
                     record.num_partitions, json.dumps(record.options), json.dumps(record.tags),
-                    record.partitions_def, record.owner, record.heartbeat,
+                    record.partitions_def, record.owner, record.heartbeat, record.error,
                 ),
             )
             conn.executemany(
@@ -239,6 +432,7 @@ class Storage:
                 "VALUES (?, ?, ?, ?, ?, 'QUEUED', 1, ?)",
                 ((run_id, record.id, record.job_name, partition, seq, record.created) for run_id, partition, seq in runs),
             )
+            self._feed(conn, [(record.id, None, None, record.status, 0, record.created, None)])
 
     def get_backfill(self, backfill_id: str) -> BackfillRecord | None:
         rows = self.query("SELECT * FROM backfills WHERE id = ?", (backfill_id,))
@@ -254,18 +448,21 @@ class Storage:
     def backfill_ids(self) -> list[str]:
         return [r[0] for r in self.query("SELECT id FROM backfills ORDER BY created DESC")]
 
-    def set_backfill_status(self, backfill_id: str, status: str, *, only_from: Iterable[str] | None = None) -> bool:
-        """Set a backfill's status (if it is in one of `only_from`); True if it changed."""
+    def set_backfill_status(self, backfill_id: str, status: str, error: str | None = None) -> bool:
+        """Move a backfill to `status` if the lifecycle allows it from where it is; True if it moved."""
         now = time.time()
-        ended = now if status in BACKFILL_DONE else None
         with self.transaction() as conn:
-            sql = "UPDATE backfills SET status = ?, updated = ?, ended = ? WHERE id = ?"
-            params: list[Any] = [status, now, ended, backfill_id]
-            if only_from is not None:
-                allowed = list(only_from)
-                sql += f" AND status IN ({','.join('?' * len(allowed))})"
-                params += allowed
-            return conn.execute(sql, params).rowcount == 1
+            row = conn.execute("SELECT status FROM backfills WHERE id = ?", (backfill_id,)).fetchone()
+            if row is None or not backfill_change_allowed(row[0], status):
+                return False
+            done = status in BACKFILL_DONE
+            conn.execute(
+                "UPDATE backfills SET status = ?, updated = ?, ended = ?, error = ? WHERE id = ?",
+                (status, now, now if done else None, storable(error), backfill_id),
+            )
+            self._feed(conn, [(backfill_id, None, None, status, 0, now, storable(error))])
+        self._backfill_changed()
+        return True
 
     def set_backfill_options(self, backfill_id: str, options: dict[str, Any]) -> None:
         with self.transaction() as conn:
@@ -273,12 +470,13 @@ class Storage:
                 "UPDATE backfills SET options = ?, updated = ? WHERE id = ?", (json.dumps(options), time.time(), backfill_id)
             )
 
-    def claim_backfill(self, backfill_id: str, owner: str, previous_owner: str | None) -> bool:
-        """Take ownership if nobody changed it since we looked (two resumers: only one wins)."""
+    def claim_backfill(self, backfill_id: str, owner: str, previous: BackfillRecord) -> bool:
+        """Become the backfill's owner if nobody changed its owner since `previous` was read
+        (two processes taking over a backfill: only one wins)."""
         with self.transaction() as conn:
             changed = conn.execute(
-                "UPDATE backfills SET owner = ?, heartbeat = ?, updated = ? WHERE id = ? AND owner IS ?",
-                (owner, time.time(), time.time(), backfill_id, previous_owner),
+                "UPDATE backfills SET owner = ?, heartbeat = ?, updated = ? WHERE id = ? AND owner IS ? AND heartbeat IS ?",
+                (owner, time.time(), time.time(), backfill_id, previous.owner, previous.heartbeat),
             ).rowcount
         return changed == 1
 
@@ -289,113 +487,171 @@ class Storage:
                 [(time.time(), b, owner) for b in backfill_ids],
             )
 
+    # --- runs
     def runs(self, backfill_id: str) -> list[RunRecord]:
-        rows = self.query("SELECT * FROM runs WHERE backfill_id = ? ORDER BY seq", (backfill_id,))
+        rows = self.query(f"SELECT {_RUN_COLUMNS} FROM runs WHERE backfill_id = ? ORDER BY seq", (backfill_id,))
         return [RunRecord(*r) for r in rows]
 
     def run_of(self, backfill_id: str, partition: str) -> RunRecord | None:
-        rows = self.query("SELECT * FROM runs WHERE backfill_id = ? AND partition = ?", (backfill_id, partition))
+        rows = self.query(f"SELECT {_RUN_COLUMNS} FROM runs WHERE backfill_id = ? AND partition = ?", (backfill_id, partition))
         return RunRecord(*rows[0]) if rows else None
 
     def run_counts(self, backfill_id: str) -> dict[str, int]:
         rows = self.query("SELECT status, COUNT(*) FROM runs WHERE backfill_id = ? GROUP BY status", (backfill_id,))
         return dict(rows)
 
-    def mark_interrupted(self, backfill_id: str) -> int:
-        """Runs left in flight by a dead owner become FAILURE 'interrupted'; returns how many."""
+    def run_counts_by_backfill(self) -> dict[str, dict[str, int]]:
+        counts: dict[str, dict[str, int]] = {}
+        for backfill_id, status, n in self.query("SELECT backfill_id, status, COUNT(*) FROM runs GROUP BY backfill_id, status"):
+            counts.setdefault(backfill_id, {})[status] = n
+        return counts
+
+    def run_rows(self, backfill_id: str) -> list[tuple]:
+        """(run_id, partition, status, attempt, start_time, end_time, error) of a backfill's runs, in order."""
+        return self.query(
+            "SELECT run_id, partition, status, attempt, start_time, end_time, error FROM runs WHERE backfill_id = ? ORDER BY seq",
+            (backfill_id,),
+        )
+
+    def partition_runs(self, job_name: str) -> list[tuple[str, str, str | None]]:
+        """(partition, status, backfill_id) of every run of a job, oldest first."""
+        return self.query(
+            "SELECT partition, status, backfill_id FROM runs WHERE job_name = ? ORDER BY rowid", (job_name,)
+        )
+
+    def owners(self, job_name: str) -> list[tuple[str, str, str | None, float | None]]:
+        """(id, status, owner, heartbeat) of a job's backfills."""
+        return self.query("SELECT id, status, owner, heartbeat FROM backfills WHERE job_name = ?", (job_name,))
+
+    # --- status changes: every one checked against the lifecycle, then fed
+    def write_batch(self, events: Sequence[Event]) -> int:
+        """Apply a batch of events in one transaction; returns how many status changes the
+        lifecycle accepted (LOG events are always kept)."""
+        with self.transaction() as conn:
+            return self._apply(conn, events)
+
+    def running_steps(self, run_ids: Sequence[str]) -> list[tuple[str, int, str]]:
+        """(run_id, run attempt, step) of the RUNNING steps of these runs."""
+        rows: list[tuple[str, int, str]] = []
+        for chunk in _chunks(list(run_ids)):
+            rows += self.query(
+                f"SELECT steps.run_id, runs.attempt, steps.step FROM steps JOIN runs USING (run_id) "
+                f"WHERE steps.status = 'RUNNING' AND steps.run_id IN ({_marks(len(chunk))})",
+                chunk,
+            )
+        return rows
+
+    def mark_interrupted(self, backfill_id: str, message: str = INTERRUPTED) -> int:
+        """Runs a dead owner left in flight become FAILURE (their running step too); returns how many."""
         now = time.time()
         with self.transaction() as conn:
-            rows = conn.execute(
-                "SELECT run_id, attempt FROM runs WHERE backfill_id = ? AND status IN ('STARTING','STARTED','CANCELING')",
-                (backfill_id,),
+            runs = conn.execute(
+                f"SELECT run_id, attempt FROM runs WHERE backfill_id = ? AND status IN ({_marks(len(RUN_IN_FLIGHT))})",
+                (backfill_id, *map(str, RUN_IN_FLIGHT)),
             ).fetchall()
-            conn.executemany(
-                "UPDATE runs SET status = 'FAILURE', end_time = ?, error = ? WHERE run_id = ?",
-                [(now, INTERRUPTED, r) for r, _ in rows],
-            )
-            conn.executemany(
-                "UPDATE steps SET status = 'FAILURE', end_time = ?, error = ? WHERE run_id = ? AND status = 'RUNNING'",
-                [(now, INTERRUPTED, r) for r, _ in rows],
-            )
-            conn.executemany(
-                "INSERT INTO events (run_id, step, status, attempt, ts, message) VALUES (?, NULL, 'FAILURE', ?, ?, ?)",
-                [(r, a, now, INTERRUPTED) for r, a in rows],
-            )
-        return len(rows)
+            events = []
+            for run_id, attempt in runs:
+                running = conn.execute("SELECT step FROM steps WHERE run_id = ? AND status = 'RUNNING'", (run_id,))
+                events += [Event(run_id, StepStatus.FAILURE, now, attempt, step, message) for (step,) in running]
+                events.append(Event(run_id, RunStatus.FAILURE, now, attempt, None, message))
+            self._apply(conn, events)
+        return len(runs)
 
-    def requeue(self, run_ids: Sequence[str], not_before: float | None = None) -> None:
-        """Put finished runs back in the queue as their next attempt (retry, resume)."""
-        now = time.time()
-        with self.transaction() as conn:
-            conn.executemany(
-                "UPDATE runs SET status = 'QUEUED', attempt = attempt + 1, queued = ?, start_time = NULL, "
-                "end_time = NULL, error = NULL, not_before = ? WHERE run_id = ?",
-                [(now, not_before, r) for r in run_ids],
-            )
-            conn.executemany(
-                "INSERT INTO events (run_id, step, status, attempt, ts) "
-                "SELECT run_id, NULL, 'QUEUED', attempt, ? FROM runs WHERE run_id = ?",
-                [(now, r) for r in run_ids],
-            )
-            conn.executemany("DELETE FROM steps WHERE run_id = ?", [(r,) for r in run_ids])
-
-    def write_batch(self, events: Sequence[Event], backfill_status: dict[str, str] | None = None) -> None:
-        """Write a batch of events in one transaction: each run and step row ends in its latest state."""
+    def _apply(self, conn: sqlite3.Connection, events: Sequence[Event]) -> int:
+        """Apply events in order where the lifecycle allows; write rows, feed entries and logs."""
+        run_ids = list({e.run_id for e in events if e.status != LOG})
         runs: dict[str, list[Any]] = {}
-        steps: dict[tuple[str, str], list[Any]] = {}
-        log_rows, event_rows = [], []
+        for chunk in _chunks(run_ids):
+            for row in conn.execute(
+                f"SELECT run_id, status, attempt, queued, start_time, end_time, error, not_before, backfill_id "
+                f"FROM runs WHERE run_id IN ({_marks(len(chunk))})", chunk
+            ):
+                runs[row[0]] = list(row[1:])
+        stepped = list({e.run_id for e in events if e.step is not None and e.status != LOG and e.run_id in runs})
+        steps: dict[str, dict[str, list[Any]]] = {}  # run_id -> step -> [status, attempt, start, end, error]
+        for chunk in _chunks(stepped):
+            for run_id, step, *rest in conn.execute(
+                f"SELECT run_id, step, status, attempt, start_time, end_time, error FROM steps WHERE run_id IN ({_marks(len(chunk))})",
+                chunk,
+            ):
+                steps.setdefault(run_id, {})[step] = rest
+        changed_runs: set[str] = set()
+        changed_steps: set[tuple[str, str]] = set()
+        requeued: set[str] = set()
+        fed, logs = [], []
         for e in events:
-            if e.status == "LOG":
-                log_rows.append((e.run_id, e.step, e.ts, e.message))
+            run = runs.get(e.run_id)
+            if e.status == LOG:
+                logs.append((e.run_id, e.step, e.ts, storable(e.message, limit=None)))
                 continue
-            event_rows.append((e.run_id, e.step, e.status, e.attempt, e.ts, e.message))
+            if run is None:
+                continue
+            status, attempt = run[0], run[1]
+            message = storable(e.message)
             if e.step is None:
-                row = runs.setdefault(e.run_id, [None, None, None, None, None])
-                row[0], row[1] = e.status, e.attempt
-                if e.status in ("STARTING", "STARTED") and row[2] is None:
-                    row[2] = e.ts
-                if e.status in RUN_DONE:
-                    row[3], row[4] = e.ts, e.message
+                if not run_change_allowed(status, attempt, e.status, e.attempt):
+                    continue
+                if e.status == RunStatus.QUEUED:  # the next attempt: a fresh run row, its steps gone
+                    run[:7] = [RunStatus.QUEUED, e.attempt, e.ts, None, None, None, e.not_before]
+                    requeued.add(e.run_id)
+                    steps.pop(e.run_id, None)
+                else:
+                    run[0] = e.status
+                    if run[3] is None and e.status in _STARTED:
+                        run[3] = e.ts
+                    if e.status in RUN_DONE:
+                        run[4], run[5] = e.ts, message
+                changed_runs.add(e.run_id)
             else:
-                row = steps.setdefault((e.run_id, e.step), [None, None, None, None, None])
-                row[0], row[1] = e.status, e.attempt
-                if e.status == "RUNNING" and row[2] is None:
-                    row[2] = e.ts
-                if e.status in ("SUCCESS", "FAILURE", "SKIPPED"):
-                    row[3], row[4] = e.ts, e.message
-        now = time.time()
-        with self.transaction() as conn:
-            conn.executemany(
-                "UPDATE runs SET status = ?, attempt = ?, start_time = COALESCE(?, start_time), "
-                "end_time = ?, error = ? WHERE run_id = ?",
-                [(s, a, st, et, err, r) for r, (s, a, st, et, err) in runs.items()],
-            )
-            conn.executemany(
-                "INSERT INTO steps VALUES (?,?,?,?,?,?,?) ON CONFLICT (run_id, step) DO UPDATE SET "
-                "status = excluded.status, attempt = excluded.attempt, "
-                "start_time = COALESCE(excluded.start_time, steps.start_time), "
-                "end_time = excluded.end_time, error = excluded.error",
-                [(r, s, st, a, t0, t1, err) for (r, s), (st, a, t0, t1, err) in steps.items()],
-            )
-            conn.executemany("INSERT INTO events (run_id, step, status, attempt, ts, message) VALUES (?,?,?,?,?,?)", event_rows)
-            conn.executemany("INSERT INTO logs (run_id, step, ts, text) VALUES (?,?,?,?)", log_rows)
-            for backfill_id, status in (backfill_status or {}).items():
-                conn.execute(
-                    "UPDATE backfills SET status = ?, updated = ?, ended = ? WHERE id = ?",
-                    (status, now, now if status in BACKFILL_DONE else None, backfill_id),
-                )
+                of_run = steps.setdefault(e.run_id, {})
+                step = of_run.get(e.step)
+                if e.attempt != attempt or status not in RUN_IN_FLIGHT or not step_change_allowed(step and step[0], e.status):
+                    continue
+                if step is None:
+                    step = of_run[e.step] = [e.status, e.step_attempt, None, None, None]
+                step[0], step[1] = e.status, e.step_attempt
+                if e.status == StepStatus.RUNNING:
+                    step[2], step[3], step[4] = e.ts, None, None
+                elif e.status in STEP_DONE:
+                    step[3], step[4] = e.ts, message
+                changed_steps.add((e.run_id, e.step))
+            fed.append((run[7], e.run_id, e.step, e.status, e.attempt, e.ts, message))  # str enums bind as text
+        conn.executemany(
+            "UPDATE runs SET status = ?, attempt = ?, queued = ?, start_time = ?, end_time = ?, error = ?, not_before = ? "
+            "WHERE run_id = ?",
+            [(*runs[run_id][:7], run_id) for run_id in changed_runs],
+        )
+        if requeued:
+            conn.executemany("DELETE FROM steps WHERE run_id = ?", [(r,) for r in requeued])
+        conn.executemany(
+            "INSERT OR REPLACE INTO steps VALUES (?,?,?,?,?,?,?)",
+            [(r, s, *steps[r][s]) for r, s in changed_steps if s in steps.get(r, ())],
+        )
+        self._feed(conn, fed)
+        conn.executemany("INSERT INTO logs (run_id, step, ts, text) VALUES (?,?,?,?)", logs)
+        return len(fed)
 
-    def cancel_runs(self, runs: Sequence[tuple[str, int]]) -> None:
-        """Runs (run_id, attempt) that never started become CANCELED at once."""
-        now = time.time()
-        with self.transaction() as conn:
-            conn.executemany("UPDATE runs SET status = 'CANCELED', end_time = ? WHERE run_id = ?", [(now, r) for r, _ in runs])
-            conn.executemany(
-                "INSERT INTO events (run_id, step, status, attempt, ts) VALUES (?, NULL, 'CANCELED', ?, ?)",
-                [(r, a, now) for r, a in runs],
-            )
+    @staticmethod
+    def _feed(conn: sqlite3.Connection, rows: Sequence[tuple]) -> None:
+        conn.executemany(
+            "INSERT INTO events (backfill_id, run_id, step, status, attempt, ts, message) VALUES (?,?,?,?,?,?,?)", rows
+        )
 
-    # --- steps, logs, events
+    # --- the change feed
+    def last_seq(self) -> int:
+        return self.query("SELECT COALESCE(MAX(seq), 0) FROM events")[0][0]
+
+    def changes(self, after: int, backfill_id: str | None = None, limit: int = 100_000) -> list[Change]:
+        """Feed entries after sequence number `after`, oldest first (of one backfill, if given)."""
+        if backfill_id is None:
+            rows = self.query("SELECT * FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit))
+        else:
+            rows = self.query(
+                "SELECT * FROM events WHERE seq > ? AND backfill_id = ? ORDER BY seq LIMIT ?", (after, backfill_id, limit)
+            )
+        return [Change(*r) for r in rows]
+
+    # --- steps, logs, a run's history
     def step_rows(self, backfill_id: str) -> list[tuple]:
         """(run_id, step, status, start_time, end_time) of a backfill's steps, by a range scan of
         the steps' primary key: run ids begin with their backfill's id and '-'."""
@@ -408,16 +664,41 @@ class Storage:
         return self.query("SELECT step, ts, text FROM logs WHERE run_id = ? ORDER BY id", (run_id,))
 
     def events(self, run_id: str) -> list[tuple]:
+        """(step, status, attempt, ts, message) of every change of one run, oldest first."""
+        return self.query("SELECT step, status, attempt, ts, message FROM events WHERE run_id = ? ORDER BY seq", (run_id,))
+
+    def run_history(self, backfill_id: str) -> list[tuple]:
+        """(run_id, status, attempt, ts, message) of every run change of a backfill, oldest first."""
         return self.query(
-            "SELECT step, status, attempt, ts, message FROM events WHERE run_id = ? ORDER BY id", (run_id,)
+            "SELECT run_id, status, attempt, ts, message FROM events WHERE backfill_id = ? AND run_id IS NOT NULL "
+            "AND step IS NULL ORDER BY seq",
+            (backfill_id,),
         )
 
-    def latest_runs(self, job_name: str) -> list[tuple]:
-        """(partition, status) of every non-canceled run of a job, oldest first."""
-        return self.query(
-            "SELECT partition, status FROM runs WHERE job_name = ? AND status != 'CANCELED' ORDER BY rowid",
-            (job_name,),
-        )
+    # --- commands: control asked from another process, carried out by the owner's engine
+    def post_command(self, backfill_id: str, verb: str, arg: Any = None) -> int:
+        with self.transaction() as conn:
+            cursor = conn.execute(
+                "INSERT INTO commands (backfill_id, verb, arg, ts) VALUES (?,?,?,?)",
+                (backfill_id, verb, json.dumps(arg), time.time()),
+            )
+            return int(cursor.lastrowid)
+
+    def open_commands(self, after: int) -> list[Command]:
+        rows = self.query("SELECT id, backfill_id, verb, arg FROM commands WHERE id > ? AND done IS NULL ORDER BY id", (after,))
+        return [Command(i, b, v, json.loads(a)) for i, b, v, a in rows]
+
+    def finish_command(self, command_id: int, result: str | None, error: str | None) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE commands SET done = ?, result = ?, error = ? WHERE id = ?",
+                (time.time(), storable(result), storable(error), command_id),
+            )
+
+    def command_outcome(self, command_id: int) -> tuple[float | None, str | None, str | None]:
+        """(done, result, error) of a posted command."""
+        rows = self.query("SELECT done, result, error FROM commands WHERE id = ?", (command_id,))
+        return rows[0] if rows else (None, None, None)
 
     # --- dynamic partitions
     def dynamic_partitions(self, name: str) -> list[str]:
@@ -427,14 +708,19 @@ class Storage:
         with self.transaction() as conn:
             start = conn.execute("SELECT COALESCE(MAX(position), -1) + 1 FROM dynamic_partitions WHERE name = ?", (name,))
             position = start.fetchone()[0]
-            conn.executemany(
-                "INSERT OR IGNORE INTO dynamic_partitions VALUES (?,?,?)",
-                [(name, key, position + i) for i, key in enumerate(keys)],
+            added = sum(
+                conn.execute("INSERT OR IGNORE INTO dynamic_partitions VALUES (?,?,?)", (name, key, position + i)).rowcount
+                for i, key in enumerate(keys)
             )
+            if added:
+                self._feed(conn, [(None, None, None, PARTITIONS_CHANGED, 0, time.time(), name)])
 
     def delete_dynamic_partition(self, name: str, key: str) -> bool:
         with self.transaction() as conn:
-            return conn.execute("DELETE FROM dynamic_partitions WHERE name = ? AND key = ?", (name, key)).rowcount == 1
+            deleted = conn.execute("DELETE FROM dynamic_partitions WHERE name = ? AND key = ?", (name, key)).rowcount == 1
+            if deleted:
+                self._feed(conn, [(None, None, None, PARTITIONS_CHANGED, 0, time.time(), name)])
+            return deleted
 
 
 def _backfill(row: tuple) -> BackfillRecord:
@@ -452,6 +738,10 @@ def get_instance(instance: Storage | str | os.PathLike[str] | None = None) -> St
     """The store to use: an explicit one, a path to one, or the default (`$NB_BACKFILL_HOME` or ./.nb_backfill)."""
     if isinstance(instance, Storage):
         return instance
+    if instance is not None and not isinstance(instance, (str, os.PathLike)):
+        raise InvalidOptionError(
+            f"instance must be an nbb.Instance or the path of a store's folder, got {instance!r} ({type(instance).__name__})"
+        )
     home = os.path.abspath(instance if instance is not None else default_home())
     with _STORES_LOCK:
         if home not in _STORES:

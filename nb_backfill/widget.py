@@ -1,18 +1,18 @@
 """The backfill widget: pick partitions, launch, and watch a partitions x steps grid live.
 
-Runs never touch the widget. The engine tells the widget's listener what it committed; the
-listener only notes which cells changed, and a flusher thread pushes those changes at most every
-150 ms as one binary message (cell indices, status codes, attempts, durations), so bytes sent grow
-with the cells that changed, not with the grid. The full state stays in the model's traits
-(one status byte per cell), so a re-displayed or reloaded view shows the current state.
+The widget follows the store's change feed (`feed.Feed`), never the engine: whatever launched or
+changed a backfill (this kernel, another kernel, the terminal, a process that died) shows in
+every open widget. Each feed tick, the widget applies the changes to its arrays, computes the
+cells of the runs that changed with `grid.cell_codes` (the same function that draws a whole
+backfill), and pushes only the cells that differ as one binary message; so bytes sent grow with
+the cells that changed, not with the grid. The full state stays in the model's traits (one
+status byte per cell), so a re-displayed or reloaded view shows the current state.
 """
 
 from __future__ import annotations
 
-import argparse
 import threading
 import time
-from collections import Counter, deque
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,18 +22,23 @@ import numpy as np
 import traitlets
 
 from . import frames
-from .backfills import Backfill, get_backfill, launch_backfill
-from .coordinator import Engine
-from .arguments import parse_tags
+from .backfills import Backfill, _record, control, get_backfill, launch, plan, process_of, stopped_note
+from .dynamic import DynamicPartitionsDefinition
 from .errors import InvalidOptionError, NbBackfillError, UnknownPartitionError
-from .grid import CANCELED, FAILURE, HISTORY_CODES, MISSING, QUEUED, RUN_CODES, RUNNING, SKIPPED, STEP_CODES, SUCCESS, describe, layout_for
-from .jobs import Job
-from .storage import BACKFILL_DONE, RUN_DONE, RUN_STATUSES, Event, Storage, get_instance
+from .feed import Feed
+from .grid import HISTORY_CODES, MISSING, RUN_NUMBER, STEP_NUMBER, cell_codes, describe, layout_for
+from .jobs import Job, parse_tags
+from .options import check_options, positive_int
+from .partitions import MultiPartitionsDefinition
+from .progress import Progress, Tracker
+from .selection import Choice
+from .statuses import BACKFILL_DONE, CELLS, STEP_DONE, BackfillStatus, PartitionStatus, RunStatus, StepStatus
+from .storage import BackfillRecord, Change, Storage, get_instance
 
-FLUSH_SECONDS = 0.15
 DELTA_BYTES = 10  # a changed cell in a delta: index 4, status 1, attempt 1, duration 4
 FULL_BYTES = 6  # a cell in the full state: status 1, attempt 1, duration 4
-_FINAL_CELLS = (SUCCESS, FAILURE, SKIPPED, CANCELED)
+HISTORY_SECONDS = 1.0  # the history view is recomputed at most this often while runs change
+_VERBS = {"cancel": "cancel", "pause": "pause", "resume": "resume", "retry_failed": "retry", "max_concurrent": "max_concurrent"}
 
 
 def _asset(name: str) -> Path:
@@ -42,42 +47,47 @@ def _asset(name: str) -> Path:
     return packaged if packaged.exists() else Path(__file__).parent.parent / "js" / name
 
 
-def _selection_kwargs(selection: dict[str, Any]) -> dict[str, Any]:
-    """launch_backfill keyword arguments from the front end's selector state."""
-    mode = selection.get("mode", "all")
-    if mode == "range":
-        return {"from_": selection.get("from") or None, "to": selection.get("to") or None}
-    if mode == "list":
-        return {"partitions": selection.get("keys", "")}
-    if mode == "missing":
-        return {"missing_only": True}
-    if mode == "failed":
-        return {"failed_only": True}
-    return {"all": True}
+def whole_number(name: str, value: Any, allow_none: bool = True) -> int | None:
+    """A number typed in a box: '' or None (when allowed) is None; '3', 3 and 3.0 are 3; anything
+    else ('2.5', 'x', 0) an InvalidOptionError naming it."""
+    if value in (None, "") and allow_none:
+        return None
+    number = value
+    if isinstance(value, str) and value.strip().isdigit():
+        number = int(value.strip())
+    elif isinstance(value, float) and value.is_integer():
+        number = int(value)
+    try:
+        return positive_int(name, number, allow_none=False)
+    except InvalidOptionError:
+        raise InvalidOptionError(f"{name} must be a whole number >= 1, got {value!r}") from None
 
 
-def _option_kwargs(options: dict[str, Any]) -> dict[str, Any]:
-    """launch_backfill options from the front end's form (empty fields mean the default)."""
-    kwargs: dict[str, Any] = {}
-    for name in ("coordinator", "executor", "order"):
-        if options.get(name):
-            kwargs[name] = options[name]
-    value = options.get("max_concurrent")
-    if value not in (None, ""):
-        try:
-            kwargs["max_concurrent"] = int(value)
-        except (TypeError, ValueError):
-            raise InvalidOptionError(f"max concurrent must be a whole number >= 1, got {value!r}") from None
+def launch_form(form: dict[str, Any]):
+    """The checked options and tags of the widget's launch form (empty fields mean the default)."""
     tags: dict[str, str] = {}
-    text = str(options.get("tags") or "").strip()
+    text = str(form.get("tags") or "").strip()
     for pair in [text] if text.startswith("{") else [p for p in text.split(",") if p.strip()]:
         try:
             tags.update(parse_tags(pair))  # the same rules and words as `--tags`
-        except argparse.ArgumentTypeError as error:
+        except NbBackfillError as error:
             raise InvalidOptionError(f"tags: {error}") from None
-    if tags:
-        kwargs["tags"] = tags
-    return kwargs
+    options = check_options(
+        coordinator=form.get("coordinator") or "default",
+        max_concurrent=whole_number("max concurrent", form.get("max_concurrent")),
+        executor=form.get("executor") or "thread",
+        order=form.get("order") or "asc",
+    )
+    return options, tags or None
+
+
+def _dynamic_names(definition) -> set[str]:
+    """Names of the dynamic definitions whose keys make this definition's keys."""
+    if isinstance(definition, DynamicPartitionsDefinition):
+        return {definition.name}
+    if isinstance(definition, MultiPartitionsDefinition):
+        return set().union(*(_dynamic_names(d.partitions_def) for d in definition.partitions_defs))
+    return set()
 
 
 class BackfillWidget(anywidget.AnyWidget):
@@ -89,6 +99,7 @@ class BackfillWidget(anywidget.AnyWidget):
     job_name = traitlets.Unicode().tag(sync=True)
     description = traitlets.Unicode().tag(sync=True)
     steps = traitlets.List(traitlets.Unicode()).tag(sync=True)
+    codes = traitlets.List(traitlets.Unicode()).tag(sync=True)  # what each cell code shows (statuses.CELLS)
     key_text = traitlets.Bytes().tag(sync=True)  # utf-8 keys joined by newlines (keys never contain one)
     grid = traitlets.Dict().tag(sync=True)  # kind, width, rows, row_labels
     positions = traitlets.Bytes().tag(sync=True)  # uint32 per partition: row * width + column
@@ -96,275 +107,285 @@ class BackfillWidget(anywidget.AnyWidget):
     attempts = traitlets.Bytes().tag(sync=True)  # uint8 per cell
     durations = traitlets.Bytes().tag(sync=True)  # float32 seconds per cell, NaN when unknown
     backfill = traitlets.Dict().tag(sync=True)  # the backfill in view
-    summary = traitlets.Dict().tag(sync=True)  # counts, percent, runs a minute, ETA
+    summary = traitlets.Dict().tag(sync=True)  # progress.Progress.to_json() of the backfill in view
     view = traitlets.Unicode("backfill").tag(sync=True)  # "backfill" or "history"
     preview = traitlets.Dict().tag(sync=True)  # what the selector would launch
-    notice = traitlets.Dict().tag(sync=True)  # the last error or information for the person
+    notice = traitlets.Dict().tag(sync=True)  # the last thing that happened, or went wrong
 
-    def __init__(self, job: Job, backfill_id: str | None = None, instance: Storage | str | None = None):
+    def __init__(self, job: Job, backfill_id: str | None = None, instance: Storage | str | None = None, follow_latest: bool = True):
         self._job = job
         self._storage = get_instance(instance)
-        self._partition_keys = job.partitions_def.get_partition_keys()
-        self._index = {k: i for i, k in enumerate(self._partition_keys)}
+        self._follow_latest = follow_latest  # switch to a backfill of this job launched anywhere
+        self._lock = threading.RLock()  # the arrays and every push: one at a time, in order
+        self._closed = False
         self._n_steps = len(job.steps)
         self._step_index = {name: i for i, name in enumerate(job.step_names)}
-        layout = layout_for(job.partitions_def, self._partition_keys)
-        self._lock = threading.Condition()  # the grid's arrays and pending changes
-        self._send_lock = threading.RLock()  # one push at a time, in the order the state changed
-        self._pending: dict[int, tuple[int, int, float]] = {}
-        self._closed = False
+        self._dynamic = _dynamic_names(job.partitions_def)
+        self._job_backfills = {r.id for r in self._storage.list_backfills(job.name)}
         self._backfill_id: str | None = None
-        self._runs: dict[str, int] = {}
-        self._run_status: dict[str, str] = {}
-        self._counts: Counter[str] = Counter()  # runs by status, kept as events arrive (read every push)
-        self._run_attempt: dict[str, int] = {}
-        self._started_at: dict[int, float] = {}
-        self._progress: deque[tuple[float, int]] = deque()  # (time, runs done) at each summary, last minute
-        cells = len(self._partition_keys) * self._n_steps
-        self._status = np.zeros(cells, np.uint8)
-        self._attempts = np.zeros(cells, np.uint8)
-        self._durations = np.full(cells, np.nan, np.float32)
-        super().__init__(
-            job_name=job.name,
-            description=describe(job.partitions_def, len(self._partition_keys)),
-            steps=job.step_names,
-            key_text="\n".join(self._partition_keys).encode(),
-            grid={"kind": layout.kind, "width": layout.width, "rows": layout.rows, "row_labels": layout.row_labels},
-            positions=layout.positions.astype("<u4").tobytes(),
-        )
+        self._tracker: Tracker | None = None
+        self._history_dirty = False
+        self._history_at = 0.0
+        self._last_status: str | None = None
+        seq = self._storage.last_seq()
+        super().__init__(job_name=job.name, steps=job.step_names, codes=[c.value for c in CELLS], **self._set_keys())
         self.on_msg(self._on_message)
         self.observe(self._on_view, names="view")
-        self._unsubscribe = Engine.for_storage(self._storage).subscribe(self._on_events)
-        self._flusher = threading.Thread(target=self._flush_loop, name="nb_backfill-widget-flusher", daemon=True)
-        self._flusher.start()
         if backfill_id is not None:
             self.show_backfill(backfill_id)
         else:
             self.view = "history"
             self._load_history()
+        self._unsubscribe = Feed.for_storage(self._storage).subscribe(self._on_changes, seq)
+
+    # --- keys and layout (again when a dynamic definition gains or loses keys)
+    def _set_keys(self) -> dict[str, Any]:
+        keys = self._job.partitions_def.get_partition_keys()
+        self._partition_keys = keys
+        self._index = {k: i for i, k in enumerate(keys)}
+        layout = layout_for(self._job.partitions_def, keys)
+        cells = len(keys) * self._n_steps
+        self._status = np.full(cells, MISSING, np.uint8)
+        self._attempts = np.zeros(cells, np.uint8)
+        self._durations = np.full(cells, np.nan, np.float32)
+        return {
+            "description": describe(self._job.partitions_def, len(keys)),
+            "key_text": "\n".join(keys).encode(),
+            "grid": {"kind": layout.kind, "width": layout.width, "rows": layout.rows, "row_labels": layout.row_labels},
+            "positions": layout.positions.astype("<u4").tobytes(),
+        }
+
+    def _reload_keys(self) -> None:
+        with self._lock:
+            traits = self._set_keys()
+            with self.hold_sync():
+                for name, value in traits.items():
+                    setattr(self, name, value)
+            self._reload()
 
     # --- what is in view
     def show_backfill(self, backfill_id: str) -> None:
         """Show one backfill's runs (read from storage) and follow it live."""
         get_backfill(backfill_id, job=self._job, instance=self._storage)  # raises for an unknown id
-        self._backfill_id = backfill_id
-        if self.view == "backfill":
-            self._load_backfill()
-        else:
-            self.view = "backfill"  # the observer loads it
+        with self._lock:
+            self._backfill_id = backfill_id
+            if self.view == "backfill":
+                self._load_backfill()
+            else:
+                self.view = "backfill"  # the observer loads it
 
-    def _load_backfill(self) -> None:
-        """Read the backfill in view from storage and send it whole. Under the lock, so events
-        the engine commits meanwhile are applied after the read, never lost or overwritten."""
-        backfill_id = self._backfill_id
-        record = get_backfill(backfill_id, job=self._job, instance=self._storage).record
-        with self._send_lock, self._lock:
-            self._runs, self._run_status, self._run_attempt = {}, {}, {}
-            self._progress.clear()
-            self._pending.clear()
-            self._status[:] = MISSING
-            self._attempts[:] = 0
-            self._durations[:] = np.nan
-            runs = self._storage.query(
-                "SELECT run_id, partition, status, attempt FROM runs WHERE backfill_id = ? ORDER BY seq", (backfill_id,)
-            )
-            runs = [(r, self._index[p], status, attempt) for r, p, status, attempt in runs if p in self._index]
-            steps = self._n_steps
-            if runs:
-                run_ids, index, statuses, attempts = zip(*runs)
-                self._runs = dict(zip(run_ids, index))
-                self._run_status = dict(zip(run_ids, statuses))
-                self._run_attempt = dict(zip(run_ids, attempts))
-                cells = (np.array(index)[:, None] * steps + np.arange(steps)).ravel()
-                codes = np.array([QUEUED if s not in RUN_DONE else RUN_CODES[s] for s in statuses], np.uint8)
-                self._status[cells] = np.repeat(codes, steps)
-                self._attempts[cells] = np.repeat(np.minimum(attempts, 255), steps)
-            rows = [
-                (self._runs[r] * steps + self._step_index[step], STEP_CODES[status], (end - start) if end and start else np.nan)
-                for r, step, status, start, end in self._storage.step_rows(backfill_id)
-                if r in self._runs and step in self._step_index
-            ]
-            if rows:
-                cells, codes, durations = (np.array(column) for column in zip(*rows))
-                self._status[cells] = codes
-                self._durations[cells] = durations
-            self._counts = Counter(self._run_status.values())
-            for run_id, status in self._run_status.items():
-                if status == "CANCELED":  # a step stopped by the cancel shows canceled, not failed
-                    base = self._runs[run_id] * steps
-                    block = self._status[base : base + steps]
-                    block[block != SUCCESS] = CANCELED
-            state = self._store_quietly()
-            summary = self._summary()
-        with self._send_lock:
-            self.backfill = self._backfill_state(record)
-            self.send_state(list(state))
-            self.summary = summary
-
-    def _load_history(self) -> None:
-        latest = frames.latest_statuses(self._storage, self._job.name)
-        codes = np.array([HISTORY_CODES[latest.get(k, "MISSING")] for k in self._partition_keys], np.uint8)
-        with self._send_lock:
-            with self._lock:
-                self._status[:] = np.repeat(codes, self._n_steps)
-                self._attempts[:] = 0
-                self._durations[:] = np.nan
-                state = self._store_quietly()
-            self.send_state(list(state))
-
-    def _on_view(self, change: dict[str, Any]) -> None:
-        if change["new"] == "history":
+    def _reload(self) -> None:
+        if self.view == "history":
             self._load_history()
         elif self._backfill_id is not None:
             self._load_backfill()
 
-    def _store_quietly(self) -> dict[str, bytes]:
-        """Put the grid's state in the traits without syncing it (call with the lock held).
+    def _on_view(self, change: dict[str, Any]) -> None:
+        self._reload()
 
-        Setting the traits would sync them, and would skip a value equal to the stored one even
-        when the front end has not seen it; so the state goes in traitlets' store, and callers
-        send it explicitly (send_state) or leave it for a view opened later."""
+    def _load_backfill(self) -> None:
+        """Read the backfill in view from storage and send it whole."""
+        with self._lock:
+            tracker = self._tracker = Tracker(self._storage, self._backfill_id)
+            n = len(tracker.partitions)
+            self._cell_of_run = np.array([self._index.get(p, -1) for p in tracker.partitions], np.int64)
+            self._run_numbers = np.array([RUN_NUMBER[s] for s in tracker.status], np.uint8)
+            self._run_attempts = np.minimum(np.array(tracker.attempt, np.int64), 255).astype(np.uint8)
+            self._step_numbers = np.zeros((n, self._n_steps), np.uint8)
+            self._step_start = np.full((n, self._n_steps), np.nan)
+            self._step_duration = np.full((n, self._n_steps), np.nan, np.float32)
+            for run_id, step, status, start, end in self._storage.step_rows(self._backfill_id):
+                i, j = tracker.index.get(run_id), self._step_index.get(step)
+                if i is not None and j is not None:
+                    self._step_numbers[i, j] = STEP_NUMBER[status]
+                    self._step_start[i, j] = start if start is not None else np.nan
+                    if start is not None and end is not None:
+                        self._step_duration[i, j] = end - start
+            self._status[:] = MISSING
+            self._attempts[:] = 0
+            self._durations[:] = np.nan
+            self._paint(np.arange(n))
+            self._last_status = tracker.record.status if tracker.record else None
+            self._send_whole()
+            self._send_header()
+
+    def _load_history(self) -> None:
+        """Each partition's latest status across every backfill of the job, sent whole."""
+        with self._lock:
+            self._history_dirty, self._history_at = False, time.monotonic()
+            self._status[:] = self._history_codes()
+            self._attempts[:] = 0
+            self._durations[:] = np.nan
+            self._send_whole()
+            self._send_header()
+
+    def _history_codes(self) -> np.ndarray:
+        latest = frames.latest_statuses(self._storage, self._job.name)
+        codes = np.array([HISTORY_CODES[latest.get(k, PartitionStatus.MISSING)] for k in self._partition_keys], np.uint8)
+        return np.repeat(codes, self._n_steps)
+
+    def _paint(self, runs: np.ndarray) -> np.ndarray:
+        """Recompute the cells of these runs (indices into the tracker) into the grid arrays;
+        returns the grid cells that changed."""
+        runs = runs[self._cell_of_run[runs] >= 0]
+        if not len(runs):
+            return np.zeros(0, np.int64)
+        codes = cell_codes(self._run_numbers[runs], self._step_numbers[runs])
+        cells = (self._cell_of_run[runs][:, None] * self._n_steps + np.arange(self._n_steps)).ravel()
+        attempts = np.repeat(self._run_attempts[runs], self._n_steps)
+        durations = self._step_duration[runs].ravel()
+        new = codes.ravel()
+        changed = (
+            (self._status[cells] != new)
+            | (self._attempts[cells] != attempts)
+            | ~((self._durations[cells] == durations) | (np.isnan(self._durations[cells]) & np.isnan(durations)))
+        )
+        cells = cells[changed]
+        self._status[cells] = new[changed]
+        self._attempts[cells] = attempts[changed]
+        self._durations[cells] = durations[changed]
+        return cells
+
+    # --- following the feed (the feed's thread)
+    def _on_changes(self, changes: Sequence[Change]) -> bool:
+        if self._closed or self.comm is None:
+            return False  # stop following
+        with self._lock:
+            self._take_in(changes)
+        return True
+
+    def _take_in(self, changes: Sequence[Change]) -> None:
+        dynamic_changed = any(c.status == "PARTITIONS" and c.message in self._dynamic for c in changes)
+        if dynamic_changed:
+            self._reload_keys()
+            return
+        for change in changes:
+            if change.run_id is None and change.backfill_id is not None and change.backfill_id not in self._job_backfills:
+                record = self._storage.get_backfill(change.backfill_id)
+                if record is not None and record.job_name == self._job.name:
+                    self._job_backfills.add(record.id)
+                    if self._follow_latest:
+                        self._backfill_id = record.id
+                        self._notify("info", f"backfill {record.id} was launched: {record.num_partitions} partitions")
+                        self._reload()
+                        return
+        if self.view == "history":
+            if any(c.backfill_id in self._job_backfills and c.run_id is not None and c.step is None for c in changes):
+                self._history_dirty = True
+            if self._history_dirty and time.monotonic() - self._history_at >= HISTORY_SECONDS:
+                self._history_dirty, self._history_at = False, time.monotonic()
+                codes = self._history_codes()
+                cells = np.flatnonzero(codes != self._status)
+                self._status[cells] = codes[cells]
+                self._send_cells(cells)
+            if any(c.backfill_id == self._backfill_id for c in changes):
+                self._send_header()
+            return
+        if self._tracker is None:
+            return
+        mine = [c for c in changes if c.backfill_id == self._backfill_id]
+        runs = self._apply(mine)
+        self._send_cells(self._paint(np.array(sorted(runs), np.int64)))
+        self._send_header()
+
+    def _apply(self, changes: Sequence[Change]) -> set[int]:
+        """Apply run and step changes to the arrays; returns the runs touched."""
+        tracker = self._tracker
+        tracker.apply(changes)
+        touched: set[int] = set()
+        for change in changes:
+            i = tracker.index.get(change.run_id) if change.run_id is not None else None
+            if i is None:
+                continue
+            touched.add(i)
+            if change.step is None:
+                self._run_numbers[i] = RUN_NUMBER[change.status]
+                self._run_attempts[i] = min(change.attempt, 255)
+                if change.status == RunStatus.QUEUED:  # a new attempt: its steps start over
+                    self._step_numbers[i] = 0
+                    self._step_start[i] = np.nan
+                    self._step_duration[i] = np.nan
+                continue
+            j = self._step_index.get(change.step)
+            if j is None:
+                continue
+            self._step_numbers[i, j] = STEP_NUMBER[change.status]
+            if change.status == StepStatus.RUNNING:
+                self._step_start[i, j] = change.ts
+                self._step_duration[i, j] = np.nan
+            elif change.status in STEP_DONE:
+                self._step_duration[i, j] = change.ts - self._step_start[i, j]
+        return touched
+
+    # --- pushing to the front end
+    def _send_whole(self) -> None:
+        """Put the grid's state in the traits and send it whole. Setting the traits would skip a
+        value equal to the stored one even when the front end has not seen it, so the state goes
+        in traitlets' store and is sent explicitly."""
         state = {
             "status": self._status.tobytes(),
             "attempts": self._attempts.tobytes(),
             "durations": self._durations.astype("<f4").tobytes(),
         }
         self._trait_values.update(state)
-        return state
+        if self.comm is not None:
+            self.send_state(list(state))
 
-    def _backfill_state(self, record) -> dict[str, Any]:
+    def _send_cells(self, cells: np.ndarray) -> None:
+        """Send changed cells as one binary delta (or the whole state when that is smaller)."""
+        if not len(cells):
+            return
+        if DELTA_BYTES * len(cells) > FULL_BYTES * len(self._status):
+            self._send_whole()
+            return
+        self._trait_values.update(
+            status=self._status.tobytes(), attempts=self._attempts.tobytes(), durations=self._durations.astype("<f4").tobytes()
+        )
+        buffers = [
+            cells.astype("<u4").tobytes(), self._status[cells].tobytes(), self._attempts[cells].tobytes(),
+            self._durations[cells].astype("<f4").tobytes(),
+        ]
+        self.send({"type": "delta", "count": len(cells)}, buffers=buffers)
+
+    def _send_header(self) -> None:
+        """The header (the backfill in view) and its summary line, as they are now."""
+        if self._backfill_id is None:
+            return
+        record = _record(self._storage, self._backfill_id)
+        note = stopped_note(self._storage, record)
+        tracker = self._tracker if self._tracker is not None and self._tracker.backfill_id == record.id else None
+        progress = tracker.progress(record, note) if tracker is not None else Backfill(record.id, self._storage).progress()
+        state = self._backfill_state(record)
+        if state != self.backfill:
+            self.backfill = state
+        summary = progress.to_json()
+        if summary != self.summary:
+            self.summary = summary
+        if record.status != self._last_status:
+            self._last_status = record.status
+            self._announce(record, progress)
+
+    def _announce(self, record: BackfillRecord, progress: Progress) -> None:
+        """A notice when the backfill in view changes status (done, canceled, failed, paused...)."""
+        words = {
+            BackfillStatus.COMPLETED_SUCCESS: "completed", BackfillStatus.COMPLETED_FAILED: "completed with failures",
+            BackfillStatus.CANCELED: "was canceled", BackfillStatus.CANCELING: "is canceling",
+            BackfillStatus.PAUSED: "is paused", BackfillStatus.REQUESTED: "is running", BackfillStatus.FAILED: "failed",
+        }
+        kind = "error" if record.status in (BackfillStatus.FAILED, BackfillStatus.COMPLETED_FAILED) else "info"
+        self._notify(kind, f"backfill {record.id} {words.get(record.status, record.status)}: {progress.line()}")
+
+    def _backfill_state(self, record: BackfillRecord) -> dict[str, Any]:
         return {
-            "id": record.id, "status": record.status, "created": record.created, "ended": record.ended,
+            "id": record.id, "status": str(record.status), "created": record.created, "ended": record.ended,
             "partitions": record.num_partitions, "coordinator": record.options.get("coordinator"),
             "max_concurrent": record.options.get("max_concurrent"), "executor": record.options.get("executor"),
+            "error": record.error, "process": process_of(self._storage, record),
+            "done": record.status in BACKFILL_DONE,
         }
 
-    # --- events from the engine (engine thread: note and return)
-    def _on_events(self, events: Sequence[Event], finished: dict[str, str]) -> None:
-        if self._closed:
-            raise RuntimeError("widget closed")  # the engine drops a listener that raises
-        with self._lock:
-            for event in events:
-                index = self._runs.get(event.run_id)
-                if index is None or event.status == "LOG" or self.view != "backfill":
-                    continue
-                if event.step is None:
-                    self._on_run_event(index, event)
-                elif event.step in self._step_index:
-                    cell = index * self._n_steps + self._step_index[event.step]
-                    self._on_step_event(cell, event, self._run_attempt.get(event.run_id, 1))
-            if self._pending or self._backfill_id in finished:
-                self._lock.notify()
-
-    def _mark(self, cell: int, code: int, attempt: int, duration: float = float("nan")) -> None:
-        self._status[cell] = code
-        self._pending[cell] = (code, min(attempt, 255), duration)
-
-    def _on_run_event(self, index: int, event: Event) -> None:
-        self._counts[self._run_status.get(event.run_id)] -= 1
-        self._counts[event.status] += 1
-        self._run_status[event.run_id] = event.status
-        self._run_attempt[event.run_id] = event.attempt
-        cells = range(index * self._n_steps, (index + 1) * self._n_steps)
-        if event.status == "QUEUED":
-            for cell in cells:
-                self._mark(cell, QUEUED, event.attempt)
-        elif event.status == "CANCELED":
-            for cell in cells:
-                if self._status[cell] != SUCCESS:
-                    self._mark(cell, CANCELED, event.attempt)
-        elif event.status == "FAILURE":
-            failed = any(self._status[c] == FAILURE for c in cells)
-            for cell in cells:
-                if self._status[cell] not in _FINAL_CELLS:  # a dead worker or an interruption left it open
-                    code = FAILURE if self._status[cell] == RUNNING or not failed else SKIPPED
-                    failed = failed or code == FAILURE
-                    self._mark(cell, code, event.attempt)
-
-    def _on_step_event(self, cell: int, event: Event, run_attempt: int) -> None:
-        """A step's cell shows its run's attempt (step retries happen within one attempt)."""
-        if event.status == "RUNNING":
-            self._started_at[cell] = event.ts
-            self._mark(cell, RUNNING, run_attempt)
-        else:
-            start = self._started_at.pop(cell, None)
-            self._mark(cell, STEP_CODES[event.status], run_attempt, float("nan") if start is None else event.ts - start)
-
-    # --- the flusher (its own thread: at most one push every FLUSH_SECONDS)
-    def _flush_loop(self) -> None:
-        last = 0.0
-        while not self._closed:
-            with self._lock:
-                if not self._pending:
-                    self._lock.wait(1.0)
-            wait = last + FLUSH_SECONDS - time.monotonic()
-            if wait > 0:
-                time.sleep(wait)
-            last = time.monotonic()
-            if self._pending or self.backfill.get("status") not in (None, *BACKFILL_DONE):
-                try:
-                    self.flush()
-                except Exception:  # the comm closed under us
-                    if not self._closed:
-                        raise
-
-    def flush(self) -> int:
-        """Push the cells changed since the last flush as one binary message; returns how many."""
-        with self._send_lock:  # a delta never crosses a whole state sent for another backfill
-            with self._lock:
-                pending, self._pending = self._pending, {}
-                if pending:
-                    cells = np.fromiter(pending, np.uint32, len(pending))
-                    values = list(pending.values())
-                    codes = np.array([v[0] for v in values], np.uint8)
-                    attempts = np.array([v[1] for v in values], np.uint8)
-                    durations = np.array([v[2] for v in values], "<f4")
-                    self._attempts[cells] = attempts
-                    self._durations[cells] = durations
-                    state = self._store_quietly()
-                summary = self._summary()  # of the same moment as the cells pushed with it
-            if pending:
-                if DELTA_BYTES * len(cells) > FULL_BYTES * len(self._status):
-                    self.send_state(list(state))  # most of the grid changed: the whole state is smaller
-                else:
-                    buffers = [cells.astype("<u4").tobytes(), codes.tobytes(), attempts.tobytes(), durations.tobytes()]
-                    self.send({"type": "delta", "count": len(cells)}, buffers=buffers)
-            self._flush_summary(summary)
-        return len(pending)
-
-    def _flush_summary(self, summary: dict[str, Any]) -> None:
-        """The header and summary line of the backfill in view (small traits, synced as they change)."""
-        if self._backfill_id is not None:
-            record = self._storage.get_backfill(self._backfill_id)
-            if record is not None:
-                state = self._backfill_state(record)
-                if state != self.backfill:
-                    self.backfill = state
-            self.summary = summary
-
-    def _summary(self) -> dict[str, Any]:
-        counts = {s: self._counts[s] for s in RUN_STATUSES}
-        total = len(self._run_status)
-        done = sum(counts[s] for s in RUN_DONE)
-        per_minute = self._rate(done)
-        left = total - done
-        return {
-            "counts": {k: v for k, v in counts.items() if v},
-            "total": total,
-            "done": done,
-            "percent": round(100.0 * done / total, 1) if total else 0.0,
-            "per_minute": round(per_minute, 1),
-            "eta_seconds": round(60.0 * left / per_minute, 1) if per_minute and left else None,
-        }
-
-    def _rate(self, done: int) -> float:
-        """Runs finished a minute, over the last minute of summaries."""
-        now = time.monotonic()
-        self._progress.append((now, done))
-        while now - self._progress[0][0] > 60:
-            self._progress.popleft()
-        since, done_then = self._progress[0]
-        return 60.0 * (done - done_then) / (now - since) if now - since > 0.5 else 0.0
+    def _notify(self, kind: str, text: str) -> None:
+        self.notice = {"kind": kind, "text": text, "at": time.time()}
 
     # --- messages from the front end (they arrive when no cell is running)
     def _on_message(self, _widget: Any, content: dict[str, Any], _buffers: list) -> None:
@@ -376,37 +397,37 @@ class BackfillWidget(anywidget.AnyWidget):
                 self._launch(content.get("selection", {}), content.get("options", {}))
             elif kind == "detail":
                 self._detail(int(content["cell"]))
-            elif kind in ("cancel", "pause", "resume", "retry_failed", "max_concurrent"):
-                self._control(kind, content)
+            elif kind in _VERBS:
+                self._control(_VERBS[kind], content)
         except (NbBackfillError, ValueError) as error:
-            self.notice = {"kind": "error", "text": str(error), "at": time.time()}
+            self._notify("error", str(error))
 
     def _preview(self, selection: dict[str, Any]) -> None:
         try:
-            plan = launch_backfill(self._job, dry_run=True, instance=self._storage, **_selection_kwargs(selection))
+            the_plan = plan(self._job, Choice.from_form(selection), self._storage)
         except (NbBackfillError, ValueError) as error:
             self.preview = {"count": 0, "error": str(error)}
             return
-        chosen = plan.loc[plan["action"] == "launch", "partition"].tolist()
+        chosen = the_plan.loc[the_plan["action"] == "launch", "partition"].tolist()
         self.preview = {"count": len(chosen), "first": chosen[0] if chosen else None, "last": chosen[-1] if chosen else None, "error": None}
 
-    def _launch(self, selection: dict[str, Any], options: dict[str, Any]) -> None:
-        handle = launch_backfill(self._job, instance=self._storage, **_selection_kwargs(selection), **_option_kwargs(options))
-        self.show_backfill(handle.id)
-        self.notice = {"kind": "info", "text": f"launched backfill {handle.id}: {handle.record.num_partitions} partitions", "at": time.time()}
+    def _launch(self, selection: dict[str, Any], form: dict[str, Any]) -> None:
+        options, tags = launch_form(form)
+        handle = launch(self._job, Choice.from_form(selection), options, tags, instance=self._storage)
+        with self._lock:
+            self._job_backfills.add(handle.id)
+            self.show_backfill(handle.id)
+            self._notify("info", f"launched backfill {handle.id}: {handle.record.num_partitions} partitions")
 
-    def _handle(self) -> Backfill:
+    def _control(self, verb: str, content: dict[str, Any]) -> None:
         if self._backfill_id is None:
             raise NbBackfillError("no backfill in view: launch one first")
-        return Backfill(self._backfill_id, self._storage, self._job)
-
-    def _control(self, kind: str, content: dict[str, Any]) -> None:
-        handle = self._handle()
-        if kind == "max_concurrent":
-            handle.set_max_concurrent(int(content.get("value")))
-        else:
-            getattr(handle, kind)()
-        self.flush()
+        arg = whole_number("max concurrent", content.get("value"), allow_none=False) if verb == "max_concurrent" else None
+        said = control(self._storage, self._backfill_id, verb, arg, self._job)
+        self._notify("info", said)
+        with self._lock:
+            if self._tracker is not None:
+                self._take_in(self._storage.changes(self._tracker.seq, self._backfill_id))
 
     def _detail(self, cell: int) -> None:
         partition_index, step_index = divmod(cell, self._n_steps)
@@ -414,7 +435,7 @@ class BackfillWidget(anywidget.AnyWidget):
         step = self._job.step_names[step_index]
         reply = {"type": "detail", "cell": cell, "partition": partition, "step": step, "log": "", "error": None, "status": None}
         if self._backfill_id is not None:
-            handle = self._handle()
+            handle = Backfill(self._backfill_id, self._storage, self._job)
             try:
                 run = handle.run(partition)
             except UnknownPartitionError:
@@ -425,8 +446,6 @@ class BackfillWidget(anywidget.AnyWidget):
 
     def close(self) -> None:
         self._closed = True
-        with self._lock:
-            self._lock.notify_all()
         unsubscribe = getattr(self, "_unsubscribe", None)
         if unsubscribe is not None:
             unsubscribe()
@@ -434,7 +453,8 @@ class BackfillWidget(anywidget.AnyWidget):
 
 
 def backfill(job: Job, backfill_id: str | None = None, *, instance: Storage | str | None = None) -> BackfillWidget:
-    """The widget of a job: its latest backfill (or `backfill_id`), or the partitions' history if none."""
+    """The widget of a job: its latest backfill (or `backfill_id`), or the partitions' history if
+    none; it follows the job's next backfill wherever it is launched."""
     if not isinstance(job, Job):
         raise NbBackfillError(f"backfill() needs a Job (made with @nbb.job or nbb.Job(...)), got {job!r}")
     storage = get_instance(instance)

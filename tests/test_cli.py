@@ -16,6 +16,7 @@ import pytest
 
 import nb_backfill as nbb
 from nb_backfill.cli import columns, notebook_code, partition_listing, progress_line
+from nb_backfill.progress import Progress
 
 SCRIPT = Path(sys.executable).parent / "nb-backfill"
 
@@ -143,7 +144,7 @@ def test_exit_code_is_1_when_a_run_fails_and_the_summary_names_it(cli):
     assert "Do you want" not in result.stdout
     assert "COMPLETED_FAILED" in result.stdout
     assert "failed partitions (1):\n  bad  RuntimeError: bad partition" in result.stdout
-    assert "3/3 done, 1 failed" in result.stderr  # progress as plain lines: stderr is not a terminal
+    assert "3/3 done: 2 success, 1 failure" in result.stderr  # progress as plain lines: stderr is not a terminal
     backfill_id = cli.backfills().index[0]
     assert nbb.get_backfill(backfill_id, instance=cli.store).record.tags == {"team": "data", "owner": "me"}
 
@@ -209,7 +210,8 @@ def test_cancel_from_another_terminal_stops_the_running_command(cli):
     running = cli.start("job", "backfill", "-p", "slow", "-f", "jobs.py", "--noprompt", "--max-workers", "2", SLOW_SECONDS="0.3")
     backfill_id = cli.wait_for_successes(1)
     canceled = cli("backfill", "cancel", backfill_id)
-    assert canceled.returncode == 0 and canceled.stdout.startswith(f"backfill {backfill_id}: CANCEL")
+    assert canceled.returncode == 0 and canceled.stdout.startswith(f"canceling backfill {backfill_id}: ")
+    assert canceled.stdout.splitlines()[-1].startswith(f"backfill {backfill_id}: CANCEL")
     out, err = running.communicate(timeout=20)
     assert running.returncode == 1, err  # not every run succeeded
     assert f"backfill {backfill_id} of job 'slow': CANCELED" in out
@@ -246,7 +248,7 @@ def test_list_status_and_runs_in_every_format(cli):
     assert records[0]["error"] is None and "RuntimeError: bad partition" in records[2]["error"]
     assert isinstance(records[0]["duration"], float) and records[0]["start_time"].endswith("+00:00")
     table = cli("runs", "--backfill", backfill_id).stdout.splitlines()
-    assert table[0].split() == ["run_id", "backfill_id", "partition", "status", "attempt", "start_time", "end_time", "duration", "error"]
+    assert table[0].split() == ["partition", "run_id", "status", "attempt", "start_time", "end_time", "duration", "error"]
     assert table[3].endswith("RuntimeError: bad partition")
 
 
@@ -311,5 +313,9 @@ def test_notebook_code_keeps_line_numbers():
 
 
 def test_progress_line():
-    assert progress_line(5, 10, 1, 2.0, bar=10) == "[#####-----] 5/10 done, 1 failed, 2.0 runs/s"
-    assert progress_line(0, 0, 0, 0.0, bar=0) == "0/0 done, 0 failed, 0.0 runs/s"
+    counts = {"QUEUED": 5, "SUCCESS": 4, "FAILURE": 1}
+    line = progress_line(Progress("b", "REQUESTED", counts, per_minute=120.0), bar=10)
+    assert line == "[#####-----] 5/10 done: 5 queued, 4 success, 1 failure — 50% done, 2.0 runs/s, ETA 2.5 s"
+    assert progress_line(Progress("b", "REQUESTED", {}), bar=0) == "0/0 done: no runs — 0% done"
+    paused = Progress("b", "PAUSED", counts, note="paused: resume it to go on")
+    assert progress_line(paused, bar=0).endswith("50% done, paused: resume it to go on")  # no rate, no ETA while paused

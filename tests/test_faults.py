@@ -3,6 +3,7 @@ unfinished partition exactly once; two processes share one store without lock er
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import nb_backfill as nbb
+from nb_backfill.engine import Engine
 
 SCRIPT = textwrap.dedent(
     """
@@ -37,6 +39,15 @@ SCRIPT = textwrap.dedent(
         print(bf.wait(timeout=120), flush=True)
     """
 )
+
+
+def snapshot(store) -> tuple:
+    """Everything a read could change, read straight from the SQLite file."""
+    with sqlite3.connect(Path(store) / "nb_backfill.db") as conn:
+        return tuple(
+            conn.execute(sql).fetchall()
+            for sql in ("SELECT * FROM backfills", "SELECT run_id, status, attempt FROM runs", "SELECT COUNT(*) FROM events")
+        )
 
 
 def _executions(marks: Path, mode: str) -> list[str]:
@@ -70,15 +81,25 @@ def test_sigkill_then_resume(tmp_path, script, kill_after):
     os.kill(launched.pid, signal.SIGKILL)
     launched.wait()
 
+    before = snapshot(store)
     bf = nbb.get_backfill(backfill_id, instance=store)
     runs = bf.runs_df()
     executed = set(_executions(marks, "launch"))
     succeeded = set(runs.index[runs["status"] == "SUCCESS"])
     assert succeeded <= executed  # a recorded success really ran
-    assert not set(runs["status"]) & {"STARTING", "STARTED", "CANCELING"}
-    interrupted = runs[runs["error"].fillna("").str.startswith("interrupted")]
-    assert set(interrupted["status"]) <= {"FAILURE"}
-    assert bf.status == "REQUESTED"  # unfinished, resumable
+    assert bf.status == "REQUESTED"  # unfinished, resumable, and says why it does not move:
+    assert "stopped before it finished" in bf.progress().note and f"resume_backfill('{backfill_id}')" in bf.progress().note
+    assert nbb.list_backfills(instance=store).loc[backfill_id, "process"] == "stopped: resume it"
+    with pytest.raises(nbb.BackfillStateError, match="resume"):
+        bf.wait(timeout=5)
+    job = nbb.Job("work", [nbb.step(lambda: None, name="work")], nbb.StaticPartitionsDefinition([f"p{i:03d}" for i in range(60)]))
+    status = nbb.partition_status(job, instance=store)["status"]
+    assert set(status[status == "SUCCESS"].index) == succeeded
+    assert set(status[status != "SUCCESS"]) <= {"MISSING"}  # a dead owner's runs are not in progress
+    plan = nbb.launch_backfill(job, missing_only=True, dry_run=True, instance=store)
+    assert set(plan.index[plan["action"] == "launch"]) == set(runs.index) - succeeded
+    assert snapshot(store) == before  # reading wrote nothing...
+    assert Engine.existing(nbb.get_instance(store)) is None  # ...and started no engine thread
 
     resume = subprocess.run(
         [sys.executable, str(script), str(store), str(marks), "resume", backfill_id], capture_output=True, text=True, timeout=120
@@ -87,7 +108,12 @@ def test_sigkill_then_resume(tmp_path, script, kill_after):
     assert resume.stdout.strip() == "COMPLETED_SUCCESS"
     again = _executions(marks, "resume")
     assert sorted(again) == sorted(set(runs.index) - succeeded)  # exactly the unfinished ones, each once
-    assert (nbb.get_backfill(backfill_id, instance=store).runs_df()["status"] == "SUCCESS").all()
+    bf = nbb.get_backfill(backfill_id, instance=store)
+    assert (bf.runs_df()["status"] == "SUCCESS").all()
+    attempts = bf.attempts_df()
+    left_running = set(runs.index[runs["status"].isin(["STARTING", "STARTED"])])
+    first = attempts[attempts["attempt"] == 1]
+    assert set(first.index[first["error"].fillna("").str.startswith("interrupted")]) == left_running
 
 
 def test_resume_refuses_while_the_owner_runs_it(tmp_path, script):

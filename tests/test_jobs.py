@@ -153,7 +153,7 @@ def test_step_retries_are_attempts():
 
     status, events = run(nbb.Job("flaky", steps=[flaky], partitions_def=DAILY))
     assert status == "SUCCESS" and len(calls) == 3
-    assert [(e.status, e.attempt) for e in events if e.step] == [
+    assert [(e.status, e.step_attempt) for e in events if e.step] == [
         ("RUNNING", 1), ("FAILURE", 1), ("RUNNING", 2), ("FAILURE", 2), ("RUNNING", 3), ("SUCCESS", 3)
     ]
 

@@ -93,7 +93,7 @@ def test_list_status_cancel_resume(shell, capsys):
     assert backfill(shell, f"status {bf.id}").id == bf.id
 
     shell.run_line_magic("backfill", f"cancel {bf.id}")
-    assert capsys.readouterr().out.startswith(f"backfill {bf.id}: CANCEL")
+    assert capsys.readouterr().out.splitlines()[-1].startswith(f"backfill {bf.id}: CANCEL")
     GATE.set()
     assert bf.wait(timeout=10) == "CANCELED"
 
@@ -123,7 +123,7 @@ def test_unknown_job_lists_the_available_ones(shell):
         ("-p letters --executor gpu", "UsageError: argument --executor: invalid choice: 'gpu'"),
         ("-p letters --partitions a,zz", "UsageError: unknown partition key 'zz'"),
         ("-p letters --all --partitions a", "UsageError: choose one selection"),
-        ("-p letters --tags '{\"a\": 1}' --all", "UsageError: tags must map strings to strings, got 'a': 1"),
+        ("-p letters --tags '{\"a\": 1}' --all", "UsageError: argument --tags: tags must map strings to strings, got 'a': 1"),
         ("status nope", "UsageError: unknown backfill id 'nope'"),
         ("frobnicate", "UsageError: argument COMMAND: invalid choice: 'frobnicate'"),
         ("-p 'unclosed", "UsageError: cannot split the line"),

@@ -129,7 +129,7 @@ def test_noop_runs_succeed_with_every_event(pool):
     assert {e.status for e in events.finals(run_ids).values()} == {"SUCCESS"}
     for run_id in run_ids:
         seen = [(e.status, e.step) for e in events.of(run_id)]
-        assert seen == [("STARTED", None), ("RUNNING", "noop"), ("SUCCESS", "noop"), ("SUCCESS", None)]
+        assert seen == [("STARTING", None), ("STARTED", None), ("RUNNING", "noop"), ("SUCCESS", "noop"), ("SUCCESS", None)]
     assert len(worker_processes()) <= 2
 
 
@@ -195,6 +195,7 @@ def test_worker_exit_fails_only_its_run_and_is_replaced(pool):
         ("SUCCESS", None),
     ]
     assert [(e.status, e.step, e.message) for e in events.of(run_ids[1])] == [
+        ("STARTING", None, None),
         ("STARTED", None, None),
         ("RUNNING", "main", None),
         ("FAILURE", "main", message),
@@ -254,7 +255,7 @@ def test_cancel_running_run_terminates_its_worker(pool):
     final = events.finals([run_ids[0]], timeout=5)[run_ids[0]]
     assert time.monotonic() - started < 5
     assert (final.status, final.message) == ("CANCELED", "canceled")
-    assert [(e.status, e.step) for e in events.of(run_ids[0])][-2:] == [("FAILURE", "main"), ("CANCELED", None)]
+    assert [(e.status, e.step) for e in events.of(run_ids[0])][-2:] == [("CANCELED", "main"), ("CANCELED", None)]
     # the queued run starts on a replacement worker; cancel it too, then the pool still works
     events.wait_for(lambda e: e.run_id == run_ids[1] and e.status == "RUNNING")
     assert executor.cancel(run_ids[1]) is False

@@ -4,19 +4,20 @@ import { test } from "node:test";
 import { Window } from "happy-dom";
 
 import widget, {
-  CODES,
-  MASKS,
-  SOLID,
-  PALE,
+  STYLES,
   applyDelta,
   decodeKeys,
   formatDuration,
   geometry,
   lookupTable,
   paint,
+  palette,
   partitionAt,
-  summaryText,
 } from "../widget.js";
+
+// The cell names the kernel sends (nb_backfill.statuses.CELLS), in its order.
+const NAMES = ["missing", "queued", "running", "success", "failure", "skipped", "canceled"];
+const COLORS = palette(NAMES);
 
 const dv = (typedArray) => new DataView(typedArray.buffer, typedArray.byteOffset, typedArray.byteLength);
 
@@ -49,6 +50,7 @@ function modelFor(keys, steps = ["only"], width = 31) {
     status: dv(new Uint8Array(cells)),
     attempts: dv(new Uint8Array(cells)),
     durations: dv(new Float32Array(cells).fill(NaN)),
+    codes: NAMES,
     backfill: {},
     summary: {},
     view: "backfill",
@@ -58,12 +60,15 @@ function modelFor(keys, steps = ["only"], width = 31) {
 }
 
 test("every status has its own colour and pattern", () => {
-  assert.equal(CODES.length, 7);
-  assert.equal(new Set(SOLID).size, 7);
-  assert.equal(MASKS.length, 7);
+  assert.deepEqual(Object.keys(STYLES).sort(), [...NAMES].sort()); // a style for each name the kernel sends
+  assert.equal(new Set(COLORS.solid).size, 7);
+  assert.equal(COLORS.masks.length, 7);
   // patterns tell apart the statuses that matter most even without colour
-  const patterns = new Set([MASKS[1], MASKS[2], MASKS[3], MASKS[4], MASKS[5], MASKS[6]]);
-  assert.equal(patterns.size, 6);
+  assert.equal(new Set(COLORS.masks.slice(1)).size, 6);
+  // codes follow the kernel's order, whatever it is
+  const reordered = palette(["success", "missing"]);
+  assert.equal(reordered.solid[0], COLORS.solid[3]);
+  assert.equal(palette(["no-such-kind"]).solid[0], COLORS.solid[0]); // an unknown kind shows as missing
 });
 
 test("paint fills each cell's block and reports the box it touched", () => {
@@ -71,11 +76,11 @@ test("paint fills each cell's block and reports the box it touched", () => {
   assert.deepEqual([geo.scale, geo.pixelWidth, geo.pixelHeight], [4, 12, 8]);
   const pixels = new Uint32Array(geo.pixelWidth * geo.pixelHeight);
   const status = new Uint8Array([3, 4, 0, 0, 0, 0]); // partition 0: success, failure
-  const box = paint(pixels, geo, new Uint32Array([0, 1, 2]), status, new Uint32Array([0, 1]));
+  const box = paint(pixels, geo, new Uint32Array([0, 1, 2]), status, new Uint32Array([0, 1]), COLORS);
   assert.deepEqual(box, { x: 0, y: 0, w: 4, h: 8 });
-  assert.equal(pixels[0], SOLID[3]); // success: solid
-  assert.equal(pixels[4 * 12 + 0], PALE[4]); // failure's cross: pale on the diagonal
-  assert.equal(pixels[4 * 12 + 1], SOLID[4]);
+  assert.equal(pixels[0], COLORS.solid[3]); // success: solid
+  assert.equal(pixels[4 * 12 + 0], COLORS.pale[4]); // failure's cross: pale on the diagonal
+  assert.equal(pixels[4 * 12 + 1], COLORS.solid[4]);
 });
 
 test("big grids paint one pixel a cell", () => {
@@ -86,9 +91,9 @@ test("big grids paint one pixel a cell", () => {
   const pixels = new Uint32Array(geo.pixelWidth * geo.pixelHeight);
   const status = new Uint8Array(n).fill(2);
   const start = performance.now();
-  paint(pixels, geo, positions, status, null);
+  paint(pixels, geo, positions, status, null, COLORS);
   assert.ok(performance.now() - start < 200);
-  assert.equal(pixels[n - 1], SOLID[2]);
+  assert.equal(pixels[n - 1], COLORS.solid[2]);
 });
 
 test("hit testing maps a pixel back to partition, step and cell", () => {
@@ -110,16 +115,12 @@ test("a delta updates the model's buffers in place", () => {
   assert.equal(new Float32Array(model.get("durations").buffer)[2], 1.5);
 });
 
-test("keys, durations and the summary line read well", () => {
+test("keys and durations read well", () => {
   assert.deepEqual(decodeKeys(dv(new TextEncoder().encode("2024-01-01\n2024-01-02"))), ["2024-01-01", "2024-01-02"]);
   assert.deepEqual(decodeKeys(null), []);
   assert.equal(formatDuration(0.0123), "12 ms");
   assert.equal(formatDuration(75), "1 min 15 s");
   assert.equal(formatDuration(NaN), "");
-  assert.equal(
-    summaryText({ total: 10, counts: { SUCCESS: 7, FAILURE: 1, STARTED: 2 }, percent: 80, per_minute: 12, eta_seconds: 10 }),
-    "7 success, 1 failure, 2 started — 80% done, 12 runs/min, ETA 10.0 s",
-  );
 });
 
 function withDom(fn) {
@@ -166,6 +167,7 @@ test("render builds the widget and sends what the buttons mean", () =>
     assert.deepEqual(model.sent.at(-1), { type: "cancel" });
     el.querySelector(".nbb-retry").click();
     assert.deepEqual(model.sent.at(-1), { type: "retry_failed" });
+    const liveConcurrency = el.querySelector(".nbb-live-concurrency");
 
     const history = el.querySelector(".nbb-history");
     history.checked = true;
@@ -173,8 +175,13 @@ test("render builds the widget and sends what the buttons mean", () =>
     assert.equal(model.get("view"), "history");
     assert.equal(model.saved, 1);
 
-    model.set("summary", { total: 3, counts: { SUCCESS: 3 }, percent: 100, per_minute: 3, eta_seconds: null });
-    assert.match(el.querySelector(".nbb-summary").textContent, /3 success — 100% done/);
+    model.set("summary", { total: 3, text: "3 success — 100% done" }); // the kernel words it (progress.Progress.line)
+    assert.equal(el.querySelector(".nbb-summary").textContent, "3 success — 100% done");
+    liveConcurrency.value = "2.5";
+    el.querySelector(".nbb-set-concurrency").click();
+    assert.deepEqual(model.sent.at(-1), { type: "max_concurrent", value: "2.5" }); // as typed: the kernel judges it
+    model.set("backfill", { id: "abcdefgh", status: "CANCELED", created: Date.now() / 1000, done: true });
+    assert.equal(el.querySelector(".nbb-cancel").disabled, true);
     cleanup();
     assert.equal((model.handlers["change:summary"] || []).length, 0);
   }));

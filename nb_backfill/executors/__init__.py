@@ -16,6 +16,7 @@ from ..jobs import Job
 from .run import Emit, RunRequest
 
 EXECUTORS = ("thread", "process")
+MAX_WORKERS = {"thread": 256, "process": 64}  # more would exhaust the machine, not speed a backfill up
 
 
 class Executor(Protocol):
@@ -53,4 +54,4 @@ def make_executor(executor: str, max_workers: int, emit: Emit) -> Executor:
     return ProcessExecutor(max_workers, emit)
 
 
-__all__ = ["EXECUTORS", "Executor", "RunRequest", "default_workers", "make_executor"]
+__all__ = ["EXECUTORS", "MAX_WORKERS", "Executor", "RunRequest", "default_workers", "make_executor"]

@@ -20,8 +20,8 @@ from multiprocessing.connection import Connection, wait
 import cloudpickle
 
 from ..jobs import Job
-from ..storage import Event
-from .run import RunRequest, execute_run, install_capture
+from ..statuses import Event, RunStatus
+from .run import RunRequest, execute_run, install_capture, internal_failure
 
 
 def _exit_with_parent() -> None:
@@ -48,21 +48,30 @@ def main(conn: Connection) -> None:
     threading.Thread(target=_exit_with_parent, name="nb_backfill-parent-watch", daemon=True).start()
     install_capture()
     jobs: dict[int, Job | str] = {}
-    send = conn.send
-    send(None)
+
+    def send(message: object) -> None:
+        try:
+            conn.send(message)
+        except OSError:  # the parent is gone (BrokenPipeError): nobody to report to, leave quietly
+            os._exit(0)
 
     def emit(event: Event) -> None:
-        send((event.run_id, event.status, event.ts, event.attempt, event.step, event.message))
+        send((event.run_id, str(event.status), event.ts, event.attempt, event.step, event.message, event.step_attempt))
 
+    send(None)
     while True:
         try:
             job_id, payload, run_id, partition_key, attempt, backfill_id, tags = conn.recv()
-        except EOFError:
+        except (EOFError, OSError):
             return
         if payload is not None:
             jobs[job_id] = _load(payload)
         job = jobs[job_id]
+        request = RunRequest(run_id, partition_key, attempt, backfill_id, tags)
         if isinstance(job, str):
-            send((run_id, "FAILURE", time.time(), attempt, None, job))
+            emit(Event(run_id, RunStatus.FAILURE, time.time(), attempt, None, job))
             continue
-        execute_run(job, RunRequest(run_id, partition_key, attempt, backfill_id, tags), emit, threading.Event())
+        try:
+            execute_run(job, request, emit, threading.Event())
+        except Exception as error:  # our own machinery failed: the run fails saying so
+            emit(internal_failure(request, error))

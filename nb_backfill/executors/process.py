@@ -10,9 +10,11 @@ start runs under `if __name__ == "__main__":`.
 
 from __future__ import annotations
 
+import ast
 import itertools
 import multiprocessing
 import signal
+import sys
 import threading
 import time
 import weakref
@@ -20,12 +22,14 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 from typing import Any
 
 import cloudpickle
 
+from ..errors import InvalidOptionError
 from ..jobs import Job
-from ..storage import RUN_DONE, Event
+from ..statuses import LOG, RUN_DONE, Event, RunStatus, StepStatus
 from . import _worker
 from .run import Emit, RunRequest
 
@@ -46,7 +50,7 @@ class _Worker:
     def __init__(self, number: int):
         self.conn, child_conn = _CONTEXT.Pipe()
         self.process = _CONTEXT.Process(
-            target=_worker.main, args=(child_conn,), name=f"nb_backfill-process-{number}", daemon=True
+            target=_worker.main, args=(child_conn,), name=f"{WORKER_NAME}{number}", daemon=True
         )
         self.process.start()
         child_conn.close()  # so that recv() here sees EOF as soon as the worker is gone
@@ -124,7 +128,7 @@ class ProcessExecutor:
                 self._queue[request.run_id] = (job_id, payload, request)
                 messages = self._dispatch_locked()
         if failure is not None:
-            self._emit(Event(request.run_id, "FAILURE", time.time(), request.attempt, None, failure))
+            self._emit(Event(request.run_id, RunStatus.FAILURE, time.time(), request.attempt, None, failure))
             return
         _send(messages)
 
@@ -188,6 +192,7 @@ class ProcessExecutor:
                 worker = self._start_worker_locked()
             _, (job_id, payload, request) = self._queue.popitem(last=False)
             worker.run, worker.step = request, None
+            self._emit(Event(request.run_id, RunStatus.STARTING, time.time(), request.attempt))
             first = job_id not in worker.job_ids
             worker.job_ids.add(job_id)
             message = (job_id, payload if first else None, request.run_id, request.partition_key, request.attempt,
@@ -216,8 +221,8 @@ class ProcessExecutor:
                 continue
             event = Event(*fields)
             if event.step is not None:
-                if event.status != "LOG":
-                    worker.step = (event.step, event.attempt) if event.status == "RUNNING" else None
+                if event.status != LOG:
+                    worker.step = (event.step, event.step_attempt) if event.status == StepStatus.RUNNING else None
             elif event.status in RUN_DONE:
                 with self._lock:
                     worker.run = None
@@ -248,10 +253,67 @@ class ProcessExecutor:
             messages = self._dispatch_locked()
         now = time.time()
         if run is not None:
+            status = RunStatus.CANCELED if canceled else RunStatus.FAILURE
             if worker.step is not None:
-                name, attempt = worker.step
-                self._emit(Event(run.run_id, "FAILURE", now, attempt, name, message))
-            self._emit(Event(run.run_id, "CANCELED" if canceled else "FAILURE", now, run.attempt, None, message))
+                name, step_attempt = worker.step
+                step_status = StepStatus.CANCELED if canceled else StepStatus.FAILURE
+                self._emit(Event(run.run_id, step_status, now, run.attempt, name, message, step_attempt))
+            self._emit(Event(run.run_id, status, now, run.attempt, None, message))
         for request in failed:
-            self._emit(Event(request.run_id, "FAILURE", now, request.attempt, None, message))
+            self._emit(Event(request.run_id, RunStatus.FAILURE, now, request.attempt, None, message))
         _send(messages)
+
+
+WORKER_NAME = "nb_backfill-process-"
+
+
+def in_worker() -> bool:
+    """Whether this is one of our worker processes (which never launch backfills)."""
+    return multiprocessing.current_process().name.startswith(WORKER_NAME)
+
+
+def _is_main_test(test: ast.expr) -> bool:
+    """`__name__ == "__main__"` (either way round)."""
+    if not isinstance(test, ast.Compare) or len(test.ops) != 1 or not isinstance(test.ops[0], ast.Eq):
+        return False
+    sides = [test.left, *test.comparators]
+    return any(isinstance(x, ast.Name) and x.id == "__name__" for x in sides) and any(
+        isinstance(x, ast.Constant) and x.value == "__main__" for x in sides
+    )
+
+
+def check_main_guard() -> None:
+    """Refuse to launch process workers from a script's top level outside `if __name__ == "__main__":`.
+
+    Workers are spawned, and a spawned process imports the main script again: an unguarded launch
+    would launch a new backfill in every worker. Notebooks and `python -c` are not re-imported.
+    """
+    if in_worker():
+        raise InvalidOptionError(
+            "a backfill cannot be launched inside a worker process: the script that launched the first one "
+            'must do so under `if __name__ == "__main__":` (workers import it again)'
+        )
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if not path or not str(path).endswith(".py"):
+        return
+    frame = sys._getframe(1)
+    while frame is not None and not (frame.f_code.co_name == "<module>" and frame.f_globals is vars(main)):
+        frame = frame.f_back
+    if frame is None:
+        return
+    line = frame.f_lineno
+    try:
+        tree = ast.parse(Path(path).read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, ValueError):
+        return
+    guarded = any(
+        isinstance(node, ast.If) and _is_main_test(node.test) and node.lineno <= line <= (node.end_lineno or line)
+        for node in ast.walk(tree)
+    )
+    if not guarded:
+        raise InvalidOptionError(
+            f"the process executor starts worker processes that import {path!r} again, and line {line} would "
+            f'launch this backfill again in each of them: put it under `if __name__ == "__main__":` '
+            f"(or use executor='thread')"
+        )

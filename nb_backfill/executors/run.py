@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import sys
 import threading
 import time
@@ -17,9 +18,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..jobs import Job, RunCanceled, RunContext
-from ..storage import Event
+from ..statuses import LOG, Event, RunStatus, StepStatus
 
 Emit = Callable[[Event], None]
+CHECKED = "canceled where the step called context.check_canceled()"
 
 
 @dataclass(frozen=True)
@@ -116,64 +118,85 @@ def install_capture() -> None:
 
 def _flush_log(emit: Emit, request: RunRequest, step: str, buffer: list[str]) -> None:
     if buffer:
-        emit(Event(request.run_id, "LOG", time.time(), request.attempt, step, "".join(buffer)))
+        emit(Event(request.run_id, LOG, time.time(), request.attempt, step, "".join(buffer)))
         buffer.clear()
 
 
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
 def _error_text(error: BaseException) -> str:
-    """The traceback from the user's step down (nb_backfill's own calling frame left out)."""
-    frames = error.__traceback__.tb_next if error.__traceback__ is not None else None
+    """The traceback from the user's step down (nb_backfill's own calling frames left out)."""
+    frames = error.__traceback__
+    while frames is not None and frames.tb_frame.f_code.co_filename.startswith(_PACKAGE):
+        frames = frames.tb_next
     return "".join(traceback.format_exception(type(error), error, frames or error.__traceback__))
 
 
 def execute_run(job: Job, request: RunRequest, emit: Emit, canceled: threading.Event) -> str:
     """Execute every step of `job` for one partition; emit run, step and log events; return the
-    run's final status (SUCCESS, FAILURE or CANCELED)."""
+    run's final status.
+
+    Whatever a step raises (BaseException included: KeyboardInterrupt, SystemExit, CancelledError)
+    fails that step, never the worker. A cancel stops the run before its next step (or where a
+    step calls `context.check_canceled()`); a run whose steps all completed is SUCCESS even if the
+    cancel came while its last step ran, since its work was done.
+    """
     run_id, attempt = request.run_id, request.attempt
-    emit(Event(run_id, "STARTED", time.time(), attempt))
+    emit(Event(run_id, RunStatus.STARTED, time.time(), attempt))
     context = RunContext(job, request.partition_key, run_id, request.backfill_id, attempt, request.tags, RUN_LOGGER, canceled)
     outputs: dict[str, object] = {}
     failed: str | None = None
+    error_text = ""
+    stopped_at: str | None = None  # the step at which a cancel stopped the run
     buffer: list[str] = []
     _capture.buffer = buffer
     try:
         for step in job.steps:
-            if failed is not None or canceled.is_set():
-                if failed is not None:
-                    emit(Event(run_id, "SKIPPED", time.time(), attempt, step.name, f"upstream step {failed!r} failed"))
+            if failed is not None:
+                emit(Event(run_id, StepStatus.SKIPPED, time.time(), attempt, step.name, f"upstream step {failed!r} failed"))
+                continue
+            if stopped_at is not None or canceled.is_set():
+                stopped_at = stopped_at or step.name
+                emit(Event(run_id, StepStatus.CANCELED, time.time(), attempt, step.name, "canceled before it started"))
                 continue
             step_attempt = 1
             while True:
-                emit(Event(run_id, "RUNNING", time.time(), step_attempt, step.name))
+                emit(Event(run_id, StepStatus.RUNNING, time.time(), attempt, step.name, step_attempt=step_attempt))
                 try:
-                    args = [outputs[name] for name in step.inputs]
-                    outputs[step.name] = step.fn(*args, context=context) if step.takes_context else step.fn(*args)
+                    outputs[step.name] = step.call(outputs, context)
                 except RunCanceled:
-                    canceled.set()
                     _flush_log(emit, request, step.name, buffer)
-                    emit(Event(run_id, "FAILURE", time.time(), step_attempt, step.name, "canceled"))
+                    emit(Event(run_id, StepStatus.CANCELED, time.time(), attempt, step.name, CHECKED, step_attempt))
+                    stopped_at = step.name
                     break
-                except (Exception, SystemExit) as error:  # any error of user code fails the step, not the worker
+                except BaseException as error:  # any error of user code fails the step, not the worker
                     _flush_log(emit, request, step.name, buffer)
-                    emit(Event(run_id, "FAILURE", time.time(), step_attempt, step.name, _error_text(error)))
+                    text = _error_text(error)
+                    emit(Event(run_id, StepStatus.FAILURE, time.time(), attempt, step.name, text, step_attempt))
                     if step_attempt <= step.retry.max_retries and not canceled.is_set():
                         step_attempt += 1
                         canceled.wait(step.retry.wait_before(step_attempt))
                         if not canceled.is_set():
                             continue
-                    failed = step.name
-                    error_text = _error_text(error)
+                    failed, error_text = step.name, text
                     break
                 _flush_log(emit, request, step.name, buffer)
-                emit(Event(run_id, "SUCCESS", time.time(), step_attempt, step.name))
+                emit(Event(run_id, StepStatus.SUCCESS, time.time(), attempt, step.name, step_attempt=step_attempt))
                 break
     finally:
         _capture.buffer = None
-    if canceled.is_set():
-        status, message = "CANCELED", "canceled"
-    elif failed is not None:
-        status, message = "FAILURE", f"step {failed!r} failed:\n{error_text}"
+    if failed is not None:
+        status, message = RunStatus.FAILURE, f"step {failed!r} failed:\n{error_text}"
+    elif stopped_at is not None:
+        status, message = RunStatus.CANCELED, f"canceled at step {stopped_at!r}"
     else:
-        status, message = "SUCCESS", None
+        status, message = RunStatus.SUCCESS, None
     emit(Event(run_id, status, time.time(), attempt, None, message))
     return status
+
+
+def internal_failure(request: RunRequest, error: BaseException) -> Event:
+    """The FAILURE of a run that nb_backfill itself could not execute (a bug of ours, said as such)."""
+    text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    return Event(request.run_id, RunStatus.FAILURE, time.time(), request.attempt, None, f"nb_backfill could not run it:\n{text}")

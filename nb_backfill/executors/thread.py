@@ -5,8 +5,9 @@ from __future__ import annotations
 import threading
 from collections import deque
 
+from ..errors import InvalidOptionError
 from ..jobs import Job
-from .run import Emit, RunRequest, execute_run, install_capture
+from .run import Emit, RunRequest, execute_run, install_capture, internal_failure
 
 
 class ThreadExecutor:
@@ -22,11 +23,17 @@ class ThreadExecutor:
         self._canceled: dict[str, threading.Event] = {}
         self._lock = threading.Condition()
         self._stopping = False
-        self._threads = [
-            threading.Thread(target=self._work, name=f"nb_backfill-thread-{i}", daemon=True) for i in range(max_workers)
-        ]
-        for thread in self._threads:
-            thread.start()
+        self._threads: list[threading.Thread] = []
+        try:
+            for i in range(max_workers):
+                thread = threading.Thread(target=self._work, name=f"nb_backfill-thread-{i}", daemon=True)
+                thread.start()
+                self._threads.append(thread)
+        except RuntimeError as error:  # "can't start new thread": the ones started stop again
+            self.shutdown()
+            raise InvalidOptionError(
+                f"could not start {max_workers} threads ({error}; {len(self._threads)} started): ask for fewer with max_workers"
+            ) from None
 
     def submit(self, job: Job, request: RunRequest) -> None:
         with self._lock:
@@ -66,6 +73,8 @@ class ThreadExecutor:
                 canceled = self._canceled[request.run_id]
             try:
                 execute_run(job, request, self._emit, canceled)
+            except BaseException as error:  # our own machinery failed: the run fails saying so, the thread lives on
+                self._emit(internal_failure(request, error))
             finally:
                 with self._lock:
                     self._canceled.pop(request.run_id, None)

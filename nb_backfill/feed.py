@@ -1,0 +1,102 @@
+"""Following a store's change feed: one thread per process and store hands every subscriber what
+changed, at most every FEED_SECONDS.
+
+Whatever made the change (this kernel, another kernel, a terminal, a process that died and the one
+that took over) is in the feed, so a face that follows it shows all of it. Subscribers are held
+weakly: a widget that is gone stops being called, and the thread ends when nobody follows.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import weakref
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .storage import Change, Storage, StorageError
+
+FEED_SECONDS = 0.15
+Subscriber = Callable[[Sequence[Change]], bool | None]  # returns False to stop following
+
+
+class _Subscription:
+    def __init__(self, callback: Subscriber, after: int):
+        self.after = after
+        self._ref: Any = weakref.WeakMethod(callback) if hasattr(callback, "__self__") else (lambda: callback)
+
+    def callback(self) -> Subscriber | None:
+        return self._ref()
+
+
+class Feed:
+    """The change feed of one store, followed by one thread of this process."""
+
+    _feeds: dict[str, Feed] = {}
+    _feeds_lock = threading.Lock()
+
+    @classmethod
+    def for_storage(cls, storage: Storage) -> Feed:
+        with cls._feeds_lock:
+            feed = cls._feeds.get(str(storage.path))
+            if feed is None:
+                feed = cls._feeds[str(storage.path)] = Feed(storage)
+            return feed
+
+    def __init__(self, storage: Storage):
+        self.storage = storage
+        self._subscriptions: list[_Subscription] = []
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def subscribe(self, callback: Subscriber, after: int) -> Callable[[], None]:
+        """Call `callback(changes)` with every change after sequence number `after`, then at
+        every tick (with the new changes, possibly none); returns a function that unsubscribes."""
+        subscription = _Subscription(callback, after)
+        with self._lock:
+            self._subscriptions.append(subscription)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._follow, name="nb_backfill-feed", daemon=True)
+                self._thread.start()
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if subscription in self._subscriptions:
+                    self._subscriptions.remove(subscription)
+
+        return unsubscribe
+
+    @property
+    def following(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _follow(self) -> None:
+        while True:
+            started = time.monotonic()
+            with self._lock:
+                subscriptions = list(self._subscriptions)
+                if not subscriptions:
+                    self._thread = None
+                    return
+            after = min(s.after for s in subscriptions)
+            try:
+                changes = self.storage.changes(after)
+            except StorageError:
+                changes = []  # the store is unreadable for now: the next tick tries again
+            for subscription in subscriptions:
+                callback = subscription.callback()
+                mine = [c for c in changes if c.seq > subscription.after]
+                if mine:
+                    subscription.after = mine[-1].seq
+                keep = callback is not None
+                if keep:
+                    try:
+                        keep = callback(mine) is not False
+                    except Exception:  # a broken subscriber (a closed comm) must not stop the others
+                        keep = False
+                if not keep:
+                    with self._lock:
+                        if subscription in self._subscriptions:
+                            self._subscriptions.remove(subscription)
+            if len(changes) < 100_000:  # else more is waiting: read it at once
+                time.sleep(max(0.0, FEED_SECONDS - (time.monotonic() - started)))

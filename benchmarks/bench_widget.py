@@ -7,12 +7,14 @@
    Goals for 300,000 cells: first paint within 50 ms (two frames) and under 30 ms of main-thread
    work; a 1% update under 3 ms of work, visible in the next frame.
 2. In the kernel, with a recording comm: messages and bytes the widget sends during a
-   10,000-partition backfill (goal: bytes grow with changed cells, not with the grid).
+   10,000-partition backfill, as it follows the store's change feed (one push of changed cells
+   per feed tick; goal: bytes grow with changed cells, not with the grid).
 """
 
 import argparse
 import functools
 import http.server
+import json
 import statistics
 import sys
 import tempfile
@@ -44,6 +46,7 @@ window.bench = async (partitions, steps) => {
     positions: new DataView(Uint32Array.from({ length: partitions }, (_, i) => i).buffer),
     status: new DataView(status.buffer), attempts: new DataView(new Uint8Array(cells).buffer),
     durations: new DataView(new Float32Array(cells).buffer), backfill: {}, summary: {}, view: "backfill", preview: {}, notice: {},
+    codes: window.CODES,
   });
   const host = document.getElementById("host");
   host.replaceChildren();
@@ -91,7 +94,10 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 def serve() -> tuple[http.server.ThreadingHTTPServer, str]:
     directory = tempfile.mkdtemp()
-    (Path(directory) / "index.html").write_text(PAGE)
+    from nb_backfill.statuses import CELLS  # the cell names the kernel sends in the model's `codes`
+
+    codes = f"<script>window.CODES = {json.dumps([cell.value for cell in CELLS])};</script>"
+    (Path(directory) / "index.html").write_text(PAGE.replace("<body>", f"<body>{codes}", 1))
     (Path(directory) / "js").symlink_to(ROOT / "js")
     handler = functools.partial(_QuietHandler, directory=directory)
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)

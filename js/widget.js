@@ -186,6 +186,7 @@ function render({ model, el }) {
   // header
   const title = h("div", { class: "nbb-title" });
   const backfillLine = h("div", { class: "nbb-backfill" });
+  const backfillError = h("pre", { class: "nbb-backfill-error nbb-error", hidden: "" }); // why the backfill FAILED
   // selector and launch form
   const mode = select("mode", [["all", "all"], ["range", "from-to range"], ["list", "list of keys"], ["missing", "missing only"], ["failed", "failed only"]], "all");
   const from = h("input", { class: "nbb-from", placeholder: "from", size: 16 });
@@ -215,7 +216,7 @@ function render({ model, el }) {
   const detail = h("div", { class: "nbb-detail", hidden: "" });
 
   root.append(
-    h("div", { class: "nbb-header" }, [title, backfillLine]),
+    h("div", { class: "nbb-header" }, [title, backfillLine, backfillError]),
     h("div", { class: "nbb-selector" }, [h("span", { text: "Partitions: " }), mode, from, to, list, preview]),
     h("div", { class: "nbb-options" }, [coordinator, maxConcurrent, executor, order, tags, launch]),
     h("div", { class: "nbb-controls" }, [summary, cancel, pause, retry, liveConcurrency, setConcurrency,
@@ -357,9 +358,14 @@ function render({ model, el }) {
     } else {
       const started = new Date(b.created * 1000);
       const end = b.ended ? b.ended * 1000 : Date.now();
-      backfillLine.textContent = `backfill ${b.id} · ${b.status} · started ${started.toLocaleString()} · elapsed ${formatDuration((end - b.created * 1000) / 1000)}`;
+      // who runs it ("this process", "pid 123 on host", "stopped: resume it"); nothing once done
+      const parts = [`backfill ${b.id}`, b.status, ...(b.process ? [b.process] : [])];
+      parts.push(`started ${started.toLocaleString()}`, `elapsed ${formatDuration((end - b.created * 1000) / 1000)}`);
+      backfillLine.textContent = parts.join(" · ");
       backfillLine.dataset.status = b.status;
     }
+    if (backfillError.textContent !== (b.error || "")) backfillError.textContent = b.error || "";
+    backfillError.hidden = !(b.id && b.error);
     const running = b.id && !b.done;
     cancel.disabled = pause.disabled = !running;
     pause.textContent = b.status === "PAUSED" ? "Resume" : "Pause";

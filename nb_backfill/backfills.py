@@ -183,9 +183,11 @@ def stopped_note(storage: Storage, record: BackfillRecord) -> str | None:
         return f"failed: {record.error}" if record.error else "failed"
     if record.status in BACKFILL_DONE:
         return None
+    if record.status == BackfillStatus.PAUSED:
+        return "paused: resume it to go on"
     engine = Engine.existing(storage)
     if (engine is not None and engine.owns(record.id)) or owner_alive(record.owner, record.heartbeat):
-        return "paused: resume it to go on" if record.status == BackfillStatus.PAUSED else None
+        return None
     return (
         f"its process ({record.owner or 'none'}) stopped before it finished: resume it with "
         f"nbb.resume_backfill({record.id!r}) or `nb-backfill backfill resume {record.id}`"
@@ -202,7 +204,7 @@ def process_of(storage: Storage, record: BackfillRecord) -> str:
     if owner_alive(record.owner, record.heartbeat):
         host, pid, _ = (record.owner or "::").rsplit(":", 2)
         return f"pid {pid} on {host}"
-    return "stopped: resume it"
+    return "none: resume it" if record.status == BackfillStatus.PAUSED else "stopped: resume it"
 
 
 def _job_for(record: BackfillRecord, job: Job | None) -> Job:
@@ -236,7 +238,7 @@ def control(storage: Storage, backfill_id: str, verb: str, arg: Any = None, job:
 def _ask_owner(storage: Storage, record: BackfillRecord, verb: str, arg: Any, job: Job | None) -> str:
     """Post a command for the live process that runs the backfill and wait for its answer; if that
     process goes away meanwhile, do it here."""
-    command = storage.post_command(record.id, verb, arg)
+    command = storage.post_command(record.id, record.owner or "", verb, arg)
     deadline = time.monotonic() + ASK_TIMEOUT
     while True:
         done, result, error = storage.command_outcome(command)
@@ -304,11 +306,12 @@ class Backfill:
                 raise TimeoutError(f"backfill {self.id!r} is still {record.status} after {timeout} s: {self.progress().line()}")
             self._storage.wait_for_change(0.15 if left is None else min(0.15, left), backfills_only=True)
 
-    def cancel(self) -> str:
+    def cancel(self, now: bool = False) -> str:
         """Cancel: runs not started are CANCELED at once; running ones stop at their next step
         (or at `context.check_canceled()`); a run whose steps all completed stays SUCCESS.
-        Worker processes of the process executor are stopped. Returns what happened."""
-        return control(self._storage, self.id, "cancel")
+        Worker processes of the process executor are stopped. With `now=True` (a process about
+        to exit), every unfinished run is marked CANCELED at once. Returns what happened."""
+        return control(self._storage, self.id, "abort" if now else "cancel")
 
     def pause(self) -> str:
         """Start no more runs; runs already started finish. `resume()` goes on."""

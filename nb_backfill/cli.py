@@ -41,7 +41,7 @@ from .arguments import (
     launch_from,
 )
 from .backfills import Backfill, get_backfill, list_backfills, resume_backfill
-from .errors import NbBackfillError
+from .errors import BackfillStateError, NbBackfillError
 from .jobs import Job
 from .progress import Progress, Tracker
 from .statuses import BACKFILL_DONE, BackfillStatus, RunStatus
@@ -296,8 +296,8 @@ def follow(bf: Backfill, terminal: Terminal, resume_command: str) -> int:
             display.show(tracker.progress(record))
             tracker.storage.wait_for_change(0.1)
     except KeyboardInterrupt:
-        terminal.err.write(f"\ninterrupted: canceling backfill {bf.id} and waiting for its runs to stop (Ctrl-C again stops them now)...\n")
-        try:
+        try:  # the message is written inside: a second Ctrl-C right after it still stops the runs
+            terminal.err.write(f"\ninterrupted: canceling backfill {bf.id} and waiting for its runs to stop (Ctrl-C again stops them now)...\n")
             bf.cancel()
             bf.wait()
         except KeyboardInterrupt:
@@ -313,9 +313,13 @@ def follow(bf: Backfill, terminal: Terminal, resume_command: str) -> int:
 
 def abort(bf: Backfill) -> str:
     """Stop a backfill's runs now, marking them CANCELED (the process is about to exit)."""
-    from .backfills import control
-
-    return control(bf._storage, bf.id, "abort")
+    try:
+        return bf.cancel(now=True)
+    except BackfillStateError:
+        record = bf.record
+        if record.status in BACKFILL_DONE:  # it ended meanwhile: nothing left to stop
+            return f"backfill {bf.id} is {record.status}"
+        raise
 
 
 def resume_command(args: argparse.Namespace, backfill_id: str) -> str:

@@ -39,11 +39,11 @@ from .statuses import (
     RunStatus,
     StepStatus,
 )
-from .storage import BackfillRecord, Storage, StorageError, owner_alive, process_token
+from .storage import INTERRUPTED, BackfillRecord, Storage, StorageError, owner_alive, process_token
 
 WRITE_FAULT_LIMIT = 30.0  # seconds a failing store is retried before its backfills fail
 LOG_LIMIT = 1_000_000  # characters of captured output stored per run attempt; the rest goes to a file
-_COMMAND_POLL = 0.2  # seconds between looks for commands from other processes
+COMMAND_POLL = 0.2  # seconds between looks for commands from other processes
 _HEARTBEAT = 2.0
 _WAKE = Event("", "WAKE", 0.0)
 VERBS = ("cancel", "pause", "resume", "retry", "max_concurrent", "abort")
@@ -115,9 +115,18 @@ class Engine:
         """This process's engine for the store if it has one (reads never start one)."""
         return cls._engines.get(str(storage.path))
 
-    def __init__(self, storage: Storage, owner: str | None = None, threaded: bool = True):
+    def __init__(
+        self,
+        storage: Storage,
+        owner: str | None = None,
+        threaded: bool = True,
+        executors: Callable[[str, int, Callable[[Event], None]], Executor] = make_executor,
+    ):
+        """`owner` names this process in the store; `threaded=False` and `executors` let a test
+        drive turns itself with executors of its own."""
         self.storage = storage
         self.owner = owner or process_token()
+        self._make_executor = executors
         self._events: queue.SimpleQueue[Event] = queue.SimpleQueue()
         self._calls: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._active: dict[str, ActiveBackfill] = {}
@@ -186,18 +195,19 @@ class Engine:
                 time.sleep(0.5)
 
     def turn(self, timeout: float = 0.0) -> None:
-        """One turn: write what was reported, decide control, finish, start runs."""
-        drained = self._drain(timeout)
-        written = self._write(drained)
+        """One turn: write what was reported, decide control, store the decisions, finish, start runs."""
+        written = self._write(self._drain(timeout))
         while True:
             try:
                 self._calls.get_nowait()()
             except queue.Empty:
                 break
         now = time.time()
-        if written and now - self._last_poll >= _COMMAND_POLL:
+        if written and now - self._last_poll >= COMMAND_POLL:
             self._last_poll = now
             self._answer_commands()
+        if written and self._unwritten:
+            written = self._write([])  # what was just decided is stored before anything relies on it
         if self._active and now - self._last_heartbeat >= _HEARTBEAT:
             self._last_heartbeat = now
             try:
@@ -340,7 +350,10 @@ class Engine:
         active.executor.shutdown()
 
     def _finish(self) -> None:
-        """Backfills with nothing left to start or finish get their final status."""
+        """Backfills with nothing left to start or finish get their final status (once every
+        change of their runs is stored)."""
+        if self._unwritten:
+            return
         for active in list(self._active.values()):
             if active.in_flight or active.status == BackfillStatus.PAUSED or (active.pending and active.status != BackfillStatus.CANCELING):
                 continue
@@ -397,7 +410,7 @@ class Engine:
     def _control(self, backfill_id: str, verb: str, arg: Any, job: Job | None) -> str:
         if verb not in VERBS:
             raise ValueError(f"unknown control verb {verb!r}")
-        if self._unwritten:
+        if self._unwritten and not self._write([]):  # decide against what is written, never ahead of it
             raise BackfillStateError(
                 f"the store cannot be written right now, so backfill {backfill_id!r} cannot be changed: try again"
             )
@@ -496,7 +509,8 @@ class Engine:
 
     def _take_over(self, backfill_id: str, verb: str, arg: Any, job: Job | None) -> str:
         """Control of a backfill no live process runs: finished, or left by a process that died.
-        This engine claims it (only one process can), then does what was asked."""
+        This engine claims it (only one process can), does what was asked, and lets it go again
+        unless it now runs it, so a backfill is never owned by a process that does not run it."""
         record = self.storage.get_backfill(backfill_id)
         if record is None:
             raise BackfillStateError(f"unknown backfill {backfill_id!r}")
@@ -520,19 +534,29 @@ class Engine:
                 raise BackfillStateError(job_missing(record))
             if job.name != record.job_name:
                 raise BackfillStateError(f"backfill {backfill_id!r} belongs to job {record.job_name!r}, not {job.name!r}")
+        if verb == "retry" and done and not self.storage.run_counts(backfill_id).get(RunStatus.FAILURE):
+            raise BackfillStateError(nothing_to_retry(backfill_id, self.storage.run_counts(backfill_id)))
         if not self.storage.claim_backfill(backfill_id, self.owner, record):
             raise BackfillStateError(f"backfill {backfill_id!r} was just taken over by another process: try again")
-        interrupted = 0 if done else self.storage.mark_interrupted(backfill_id)
-        stopped = f" (its process had stopped: {interrupted} runs it left running are FAILURE 'interrupted')" if interrupted else ""
-        if verb in ("cancel", "abort") or record.status == BackfillStatus.CANCELING:  # a cancel its owner did not finish, first
-            canceled = self._cancel_stopped(backfill_id)
-            if verb in ("cancel", "abort"):
-                return f"canceled backfill {backfill_id}: {canceled} runs that had not started are canceled{stopped}"
-        if verb == "pause":
-            self.storage.set_backfill_status(backfill_id, BackfillStatus.PAUSED)
-            return f"paused backfill {backfill_id}{stopped}; resume it to go on"
-        assert job is not None
-        return self._restart(self.storage.get_backfill(backfill_id) or record, job, retry_only=verb == "retry") + stopped
+        try:
+            if record.owner != self.owner:
+                self.storage.drop_commands(backfill_id, f"not carried out: the process it was sent to ({record.owner}) stopped")
+            # runs left in flight by a dead owner, or by a backfill that FAILED, did not finish
+            why = INTERRUPTED if not done else f"interrupted: the backfill was {record.status} before the run finished"
+            interrupted = self.storage.mark_interrupted(backfill_id, why)
+            stopped = f" ({interrupted} runs left running are FAILURE 'interrupted')" if interrupted else ""
+            if verb in ("cancel", "abort") or record.status == BackfillStatus.CANCELING:  # a cancel its owner did not finish, first
+                canceled = self._cancel_stopped(backfill_id)
+                if verb in ("cancel", "abort"):
+                    return f"canceled backfill {backfill_id}: {canceled} runs that had not started are canceled{stopped}"
+            if verb == "pause":
+                self.storage.set_backfill_status(backfill_id, BackfillStatus.PAUSED)
+                return f"paused backfill {backfill_id}{stopped}; resume it to go on"
+            assert job is not None
+            return self._restart(self.storage.get_backfill(backfill_id) or record, job, retry_only=verb == "retry") + stopped
+        finally:
+            if backfill_id not in self._active:
+                self.storage.release_backfill(backfill_id, self.owner)
 
     def _cancel_stopped(self, backfill_id: str) -> int:
         """Cancel a backfill nothing runs: its queued runs and itself; returns how many runs."""
@@ -564,7 +588,7 @@ class Engine:
                 self.storage.set_backfill_status(record.id, BackfillStatus.COMPLETED_SUCCESS)
             return f"backfill {record.id}: every run already succeeded"
         options = LaunchOptions.from_json(record.options)
-        executor = make_executor(options.executor, options.workers(len(again) + len(queued)), self.emit)
+        executor = self._make_executor(options.executor, options.workers(len(again) + len(queued)), self.emit)
         now = time.time()
         self.storage.write_batch([Event(r.run_id, RunStatus.QUEUED, now, r.attempt + 1) for r in again])
         self.storage.set_backfill_status(record.id, BackfillStatus.REQUESTED)
@@ -578,14 +602,11 @@ class Engine:
     def _answer_commands(self) -> None:
         """Carry out what other processes asked of the backfills this engine owns."""
         try:
-            commands = self.storage.open_commands(self._command_seq)
+            commands = self.storage.open_commands(self.owner, self._command_seq)
         except StorageError:
             return
         for command in commands:
             self._command_seq = command.id
-            record = self.storage.get_backfill(command.backfill_id)
-            if record is None or (command.backfill_id not in self._active and record.owner != self.owner):
-                continue  # not ours: the asker takes over once it sees the owner is gone
             try:
                 result, error = self._control(command.backfill_id, command.verb, command.arg, None), None
             except Exception as problem:  # the asker shows it

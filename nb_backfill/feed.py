@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+import types
 import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -23,7 +24,8 @@ Subscriber = Callable[[Sequence[Change]], bool | None]  # returns False to stop 
 class _Subscription:
     def __init__(self, callback: Subscriber, after: int):
         self.after = after
-        self._ref: Any = weakref.WeakMethod(callback) if hasattr(callback, "__self__") else (lambda: callback)
+        # a bound method is held weakly (its object, a widget, may go); any other callable strongly
+        self._ref: Any = weakref.WeakMethod(callback) if isinstance(callback, types.MethodType) else (lambda: callback)
 
     def callback(self) -> Subscriber | None:
         return self._ref()
@@ -46,7 +48,8 @@ class Feed:
     def __init__(self, storage: Storage):
         self.storage = storage
         self._subscriptions: list[_Subscription] = []
-        self._lock = threading.Lock()
+        # reentrant: a widget collected while this thread holds the lock unsubscribes in its __del__
+        self._lock = threading.RLock()
         self._thread: threading.Thread | None = None
 
     def subscribe(self, callback: Subscriber, after: int) -> Callable[[], None]:
@@ -84,19 +87,25 @@ class Feed:
             except StorageError:
                 changes = []  # the store is unreadable for now: the next tick tries again
             for subscription in subscriptions:
-                callback = subscription.callback()
-                mine = [c for c in changes if c.seq > subscription.after]
-                if mine:
-                    subscription.after = mine[-1].seq
-                keep = callback is not None
-                if keep:
-                    try:
-                        keep = callback(mine) is not False
-                    except Exception:  # a broken subscriber (a closed comm) must not stop the others
-                        keep = False
-                if not keep:
+                if not self._deliver(subscription, changes):
                     with self._lock:
                         if subscription in self._subscriptions:
                             self._subscriptions.remove(subscription)
+            del subscriptions  # hold nothing while asleep
             if len(changes) < 100_000:  # else more is waiting: read it at once
                 time.sleep(max(0.0, FEED_SECONDS - (time.monotonic() - started)))
+
+    @staticmethod
+    def _deliver(subscription: _Subscription, changes: Sequence[Change]) -> bool:
+        """Hand a subscriber its changes; False when it is gone or wants no more. The callback is
+        held only during the call (in a frame of its own), so the feed never keeps a subscriber alive."""
+        callback = subscription.callback()
+        if callback is None:
+            return False
+        mine = [c for c in changes if c.seq > subscription.after]
+        if mine:
+            subscription.after = mine[-1].seq
+        try:
+            return callback(mine) is not False
+        except Exception:  # a broken subscriber (a closed comm) must not stop the others
+            return False

@@ -11,7 +11,7 @@ import difflib
 import itertools
 import math
 import zoneinfo
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime, timezone as dt_timezone, tzinfo
 from typing import NamedTuple
 
@@ -544,18 +544,44 @@ class MultiPartitionsDefinition(PartitionsDefinition):
             raise self.unknown_key_error(partition_key_str)
         return MultiPartitionKey(dict(zip(self.partition_dimension_names, parts)))
 
+    @staticmethod
+    def _check_dimension_keys(dimensions: Iterable[tuple[PartitionDimensionDefinition, list[str]]]) -> None:
+        """A dimension key with '|' (a dynamic key added at run time, or a time format with '|')
+        would make keys that cannot be split back: a DefinitionError names it and the fix."""
+        for d, keys in dimensions:
+            bad = [k for k in keys if MULTIPARTITION_KEY_DELIMITER in k]
+            if not bad:
+                continue
+            definition = d.partitions_def
+            if hasattr(definition, "delete_partition"):  # dynamic: keys live in the store
+                fix = (
+                    f"delete it with {definition!r}.delete_partition({bad[0]!r}) and add it again without '|'"
+                    if len(bad) == 1
+                    else f"delete them with {definition!r}.delete_partition(key) and add them again without '|'"
+                )
+            else:
+                fix = "give that dimension keys without '|'"
+            raise DefinitionError(
+                f"partition key{'s' if len(bad) > 1 else ''} {quoted_list(bad)} of dimension {d.name!r} "
+                f"contain{'' if len(bad) > 1 else 's'} '|', which separates the dimensions of a multi-partition key, "
+                f"so the keys made from {'them' if len(bad) > 1 else 'it'} could not be split back: {fix}"
+            )
+
     def _product(self, per_dimension: list[list[str]]) -> list[str]:
+        self._check_dimension_keys(zip(self.partitions_defs, per_dimension))
         names = self.partition_dimension_names
-        return [
-            MultiPartitionKey(dict(zip(names, combo)))
-            for combo in itertools.product(*per_dimension)
-            if not any(MULTIPARTITION_KEY_DELIMITER in part for part in combo)
-        ]
+        return [MultiPartitionKey(dict(zip(names, combo))) for combo in itertools.product(*per_dimension)]
 
     def get_partition_keys(self, current_time: datetime | None = None) -> list[str]:
         return self._product([d.partitions_def.get_partition_keys(current_time) for d in self.partitions_defs])
 
     def get_num_partitions(self, current_time: datetime | None = None) -> int:
+        # static keys were checked when the definition was made; dynamic ones change at run time
+        changing = [
+            d for d in self.partitions_defs
+            if not isinstance(d.partitions_def, (StaticPartitionsDefinition, TimeWindowPartitionsDefinition))
+        ]
+        self._check_dimension_keys((d, d.partitions_def.get_partition_keys(current_time)) for d in changing)
         return math.prod(d.partitions_def.get_num_partitions(current_time) for d in self.partitions_defs)
 
     def get_first_partition_key(self, current_time: datetime | None = None) -> str | None:

@@ -85,8 +85,10 @@ _V2 = (
     "ALTER TABLE backfills ADD COLUMN error TEXT",
     # control asked by a process that does not own the backfill, carried out by its owner
     """CREATE TABLE commands (
-        id INTEGER PRIMARY KEY, backfill_id TEXT NOT NULL, verb TEXT NOT NULL, arg TEXT,
+        id INTEGER PRIMARY KEY, backfill_id TEXT NOT NULL, owner TEXT NOT NULL, verb TEXT NOT NULL, arg TEXT,
         ts REAL NOT NULL, done REAL, result TEXT, error TEXT)""",
+    "CREATE INDEX commands_open ON commands (owner, id) WHERE done IS NULL",
+    "CREATE INDEX backfills_by_job ON backfills (job_name, created)",
 )
 # Each entry upgrades the schema by one version; a new version appends, never edits.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2)
@@ -274,8 +276,9 @@ class Storage:
                 if self.read_only:
                     conn = self._read_only_connection()
                 else:
+                    # WAL is set once, by _migrate, after the file proved to be a store: a file that is
+                    # not one is never changed (switching to WAL rewrites the file's header)
                     conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None, check_same_thread=False)
-                    conn.execute("PRAGMA journal_mode=WAL")
                     conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a killed process loses nothing committed
                 conn.execute("PRAGMA busy_timeout=60000")
             except sqlite3.Error as error:
@@ -387,13 +390,15 @@ class Storage:
                 f"store; move it away (a new one is made in its place) or use another folder with ${HOME_ENV}"
             )
         try:
-            version = int(row[0])
+            version: int | None = int(row[0])
         except (TypeError, ValueError):
+            version = None
+        if version is None or version < 1:
             raise StorageError(
-                f"{where!r} has an unreadable schema version {row[0]!r}: it is damaged; move it away "
-                f"(a new one is made in its place) or use another folder with ${HOME_ENV}"
-            ) from None
-        if version > SCHEMA_VERSION or version < 1:
+                f"{where!r} has an {'unreadable' if version is None else 'invalid'} schema version {row[0]!r}: it is "
+                f"damaged; move it away (a new one is made in its place) or use another folder with ${HOME_ENV}"
+            )
+        if version > SCHEMA_VERSION:
             raise StorageError(
                 f"the store {where!r} has schema version {version}, which this nb_backfill does not understand "
                 f"(it knows 1 to {SCHEMA_VERSION}): upgrade nb_backfill, or use another folder with ${HOME_ENV}"
@@ -401,7 +406,13 @@ class Storage:
         return version
 
     def _migrate(self) -> None:
-        version = self._check_schema(self._connection())  # a read first: a current store needs no write lock
+        conn = self._connection()
+        version = self._check_schema(conn)  # a read first: a current store needs no write lock
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                conn.execute("PRAGMA journal_mode=WAL")  # persistent: every later connection uses WAL
+        except sqlite3.Error as error:
+            raise self._error(error, "open") from None
         if version == SCHEMA_VERSION:
             return
         with self.transaction() as conn:
@@ -479,6 +490,11 @@ class Storage:
                 (owner, time.time(), time.time(), backfill_id, previous.owner, previous.heartbeat),
             ).rowcount
         return changed == 1
+
+    def release_backfill(self, backfill_id: str, owner: str) -> None:
+        """Stop owning a backfill this process does not run (anyone may take it over then)."""
+        with self.transaction() as conn:
+            conn.execute("UPDATE backfills SET owner = NULL, heartbeat = NULL WHERE id = ? AND owner = ?", (backfill_id, owner))
 
     def heartbeat(self, backfill_ids: Sequence[str], owner: str) -> None:
         with self.transaction() as conn:
@@ -676,17 +692,29 @@ class Storage:
         )
 
     # --- commands: control asked from another process, carried out by the owner's engine
-    def post_command(self, backfill_id: str, verb: str, arg: Any = None) -> int:
+    def post_command(self, backfill_id: str, owner: str, verb: str, arg: Any = None) -> int:
+        """Ask `owner`, the process running the backfill, to carry out `verb`; returns the command's id."""
         with self.transaction() as conn:
             cursor = conn.execute(
-                "INSERT INTO commands (backfill_id, verb, arg, ts) VALUES (?,?,?,?)",
-                (backfill_id, verb, json.dumps(arg), time.time()),
+                "INSERT INTO commands (backfill_id, owner, verb, arg, ts) VALUES (?,?,?,?,?)",
+                (backfill_id, owner, verb, json.dumps(arg), time.time()),
             )
             return int(cursor.lastrowid)
 
-    def open_commands(self, after: int) -> list[Command]:
-        rows = self.query("SELECT id, backfill_id, verb, arg FROM commands WHERE id > ? AND done IS NULL ORDER BY id", (after,))
+    def open_commands(self, owner: str, after: int = 0) -> list[Command]:
+        """Commands sent to `owner` not yet carried out, oldest first."""
+        rows = self.query(
+            "SELECT id, backfill_id, verb, arg FROM commands WHERE id > ? AND owner = ? AND done IS NULL ORDER BY id",
+            (after, owner),
+        )
         return [Command(i, b, v, json.loads(a)) for i, b, v, a in rows]
+
+    def drop_commands(self, backfill_id: str, why: str) -> None:
+        """Close the open commands of a backfill whose owner is gone (its new owner does not carry them out)."""
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE commands SET done = ?, error = ? WHERE backfill_id = ? AND done IS NULL", (time.time(), why, backfill_id)
+            )
 
     def finish_command(self, command_id: int, result: str | None, error: str | None) -> None:
         with self.transaction() as conn:

@@ -33,7 +33,7 @@ from .partitions import MultiPartitionsDefinition
 from .progress import Progress, Tracker
 from .selection import Choice
 from .statuses import BACKFILL_DONE, CELLS, STEP_DONE, BackfillStatus, PartitionStatus, RunStatus, StepStatus
-from .storage import BackfillRecord, Change, Storage, get_instance
+from .storage import BackfillRecord, Change, Storage, StorageError, get_instance
 
 DELTA_BYTES = 10  # a changed cell in a delta: index 4, status 1, attempt 1, duration 4
 FULL_BYTES = 6  # a cell in the full state: status 1, attempt 1, duration 4
@@ -93,8 +93,10 @@ def _dynamic_names(definition) -> set[str]:
 class BackfillWidget(anywidget.AnyWidget):
     """A job's partitions as a live grid, with the selector and the buttons of a backfill."""
 
-    _esm = _asset("widget.js")
-    _css = _asset("widget.css")
+    # The text, not the Path: for a Path anywidget connects every instance to a class-wide
+    # file-watch signal that holds it strongly, so no widget could ever be freed.
+    _esm = _asset("widget.js").read_text(encoding="utf-8")
+    _css = _asset("widget.css").read_text(encoding="utf-8")
 
     job_name = traitlets.Unicode().tag(sync=True)
     description = traitlets.Unicode().tag(sync=True)
@@ -118,6 +120,8 @@ class BackfillWidget(anywidget.AnyWidget):
         self._follow_latest = follow_latest  # switch to a backfill of this job launched anywhere
         self._lock = threading.RLock()  # the arrays and every push: one at a time, in order
         self._closed = False
+        self._stale = False  # the store could not be read at the last tick: reload at the next
+        seq = self._storage.last_seq()  # before reading anything: what changes after is in the feed
         self._n_steps = len(job.steps)
         self._step_index = {name: i for i, name in enumerate(job.step_names)}
         self._dynamic = _dynamic_names(job.partitions_def)
@@ -127,7 +131,6 @@ class BackfillWidget(anywidget.AnyWidget):
         self._history_dirty = False
         self._history_at = 0.0
         self._last_status: str | None = None
-        seq = self._storage.last_seq()
         super().__init__(job_name=job.name, steps=job.step_names, codes=[c.value for c in CELLS], **self._set_keys())
         self.on_msg(self._on_message)
         self.observe(self._on_view, names="view")
@@ -137,6 +140,8 @@ class BackfillWidget(anywidget.AnyWidget):
             self.view = "history"
             self._load_history()
         self._unsubscribe = Feed.for_storage(self._storage).subscribe(self._on_changes, seq)
+        if self.comm is not None:
+            self.comm.on_close(self._on_comm_close)  # the front end closed it: stop following
 
     # --- keys and layout (again when a dynamic definition gains or loses keys)
     def _set_keys(self) -> dict[str, Any]:
@@ -186,6 +191,19 @@ class BackfillWidget(anywidget.AnyWidget):
     def _load_backfill(self) -> None:
         """Read the backfill in view from storage and send it whole."""
         with self._lock:
+            self._load_runs()
+            self._status[:] = MISSING
+            self._attempts[:] = 0
+            self._durations[:] = np.nan
+            self._paint(np.arange(len(self._tracker.partitions)))
+            self._last_status = self._tracker.record.status if self._tracker.record else None
+            self._send_whole()
+            self._send_header()
+
+    def _load_runs(self) -> None:
+        """Read the runs and steps of the backfill in view (its tracker and arrays), in any view:
+        the summary follows the backfill in view in the history view too."""
+        with self._lock:
             tracker = self._tracker = Tracker(self._storage, self._backfill_id)
             n = len(tracker.partitions)
             self._cell_of_run = np.array([self._index.get(p, -1) for p in tracker.partitions], np.int64)
@@ -201,17 +219,13 @@ class BackfillWidget(anywidget.AnyWidget):
                     self._step_start[i, j] = start if start is not None else np.nan
                     if start is not None and end is not None:
                         self._step_duration[i, j] = end - start
-            self._status[:] = MISSING
-            self._attempts[:] = 0
-            self._durations[:] = np.nan
-            self._paint(np.arange(n))
-            self._last_status = tracker.record.status if tracker.record else None
-            self._send_whole()
-            self._send_header()
 
     def _load_history(self) -> None:
         """Each partition's latest status across every backfill of the job, sent whole."""
         with self._lock:
+            if self._backfill_id is not None and (self._tracker is None or self._tracker.backfill_id != self._backfill_id):
+                self._load_runs()
+                self._last_status = self._tracker.record.status if self._tracker.record else None
             self._history_dirty, self._history_at = False, time.monotonic()
             self._status[:] = self._history_codes()
             self._attempts[:] = 0
@@ -251,25 +265,57 @@ class BackfillWidget(anywidget.AnyWidget):
         if self._closed or self.comm is None:
             return False  # stop following
         with self._lock:
-            self._take_in(changes)
+            try:
+                if self._stale:  # what the last tick read is lost: read everything again
+                    self._stale = False
+                    self._reload_keys()
+                else:
+                    self._take_in(changes)
+            except StorageError as error:  # the store is busy or unreadable for now: keep following
+                self._stale = True
+                self._notify("error", f"the store cannot be read right now ({error}); the grid catches up when it can")
+            except Exception as error:  # a bug of ours: say so rather than freeze without a word
+                self._notify("error", f"this widget stopped following the store: {type(error).__name__}: {error}")
+                return False
         return True
 
+    def _on_comm_close(self, _msg: Any) -> None:
+        """The front end closed the widget: stop following the feed."""
+        self._closed = True
+        unsubscribe = getattr(self, "_unsubscribe", None)
+        if unsubscribe is not None:
+            unsubscribe()
+
     def _take_in(self, changes: Sequence[Change]) -> None:
-        dynamic_changed = any(c.status == "PARTITIONS" and c.message in self._dynamic for c in changes)
-        if dynamic_changed:
-            self._reload_keys()
-            return
+        if any(c.status == "PARTITIONS" and c.message in self._dynamic for c in changes):
+            self._reload_keys()  # read whole: of this batch only new backfills still matter
+            changes = [c for c in changes if c.run_id is None and c.backfill_id is not None]
+        launched = []
         for change in changes:
             if change.run_id is None and change.backfill_id is not None and change.backfill_id not in self._job_backfills:
                 record = self._storage.get_backfill(change.backfill_id)
                 if record is not None and record.job_name == self._job.name:
                     self._job_backfills.add(record.id)
-                    if self._follow_latest:
-                        self._backfill_id = record.id
-                        self._notify("info", f"backfill {record.id} was launched: {record.num_partitions} partitions")
-                        self._reload()
-                        return
+                    launched.append(record)
+        if launched and self._follow_latest:
+            record = launched[-1]  # the newest of this job, wherever it was launched
+            first = self._backfill_id is None  # the history was shown for want of a backfill
+            self._backfill_id = record.id
+            where = process_of(self._storage, record)
+            self._notify(
+                "info", f"backfill {record.id} was launched: {record.num_partitions} partitions"
+                + (f" ({where})" if where and where != "this process" else "")
+            )
+            if first and self.view == "history":
+                self.view = "backfill"  # the observer loads it
+            else:
+                self._reload()
+            self._since_launch()
+            return
+        mine = [c for c in changes if c.backfill_id == self._backfill_id]
         if self.view == "history":
+            if self._tracker is not None and self._tracker.backfill_id == self._backfill_id:
+                self._apply(mine)  # the summary line stays current; cells are the history's
             if any(c.backfill_id in self._job_backfills and c.run_id is not None and c.step is None for c in changes):
                 self._history_dirty = True
             if self._history_dirty and time.monotonic() - self._history_at >= HISTORY_SECONDS:
@@ -278,12 +324,11 @@ class BackfillWidget(anywidget.AnyWidget):
                 cells = np.flatnonzero(codes != self._status)
                 self._status[cells] = codes[cells]
                 self._send_cells(cells)
-            if any(c.backfill_id == self._backfill_id for c in changes):
+            if mine:
                 self._send_header()
             return
         if self._tracker is None:
             return
-        mine = [c for c in changes if c.backfill_id == self._backfill_id]
         runs = self._apply(mine)
         self._send_cells(self._paint(np.array(sorted(runs), np.int64)))
         self._send_header()
@@ -354,13 +399,21 @@ class BackfillWidget(anywidget.AnyWidget):
         record = _record(self._storage, self._backfill_id)
         note = stopped_note(self._storage, record)
         tracker = self._tracker if self._tracker is not None and self._tracker.backfill_id == record.id else None
+        if tracker is not None and record.status != self._last_status:
+            # The record is read now, the runs as of the feed's last read: a status reached since
+            # (completed, canceled) would be shown and announced with older counts. Take in the
+            # run changes that came before it first (the feed hands them over again: harmless).
+            runs = self._apply(self._storage.changes(tracker.seq, record.id))
+            if self.view == "backfill":
+                self._send_cells(self._paint(np.array(sorted(runs), np.int64)))
         progress = tracker.progress(record, note) if tracker is not None else Backfill(record.id, self._storage).progress()
         state = self._backfill_state(record)
-        if state != self.backfill:
-            self.backfill = state
         summary = progress.to_json()
-        if summary != self.summary:
-            self.summary = summary
+        with self.hold_sync():  # the header and its summary line reach the front end together
+            if state != self.backfill:
+                self.backfill = state
+            if summary != self.summary:
+                self.summary = summary
         if record.status != self._last_status:
             self._last_status = record.status
             self._announce(record, progress)
@@ -413,21 +466,33 @@ class BackfillWidget(anywidget.AnyWidget):
 
     def _launch(self, selection: dict[str, Any], form: dict[str, Any]) -> None:
         options, tags = launch_form(form)
-        handle = launch(self._job, Choice.from_form(selection), options, tags, instance=self._storage)
-        with self._lock:
+        with self._lock:  # the feed waits: it must not take the new backfill for one launched elsewhere
+            handle = launch(self._job, Choice.from_form(selection), options, tags, instance=self._storage)
             self._job_backfills.add(handle.id)
             self.show_backfill(handle.id)
             self._notify("info", f"launched backfill {handle.id}: {handle.record.num_partitions} partitions")
+            self._since_launch()
+
+    def _since_launch(self) -> None:
+        """A new backfill's notices run from its launch: one that ended (or paused...) before it
+        came into view is announced now, after the launch notice, not never."""
+        with self._lock:
+            self._last_status = BackfillStatus.REQUESTED
+            self._send_header()
 
     def _control(self, verb: str, content: dict[str, Any]) -> None:
         if self._backfill_id is None:
             raise NbBackfillError("no backfill in view: launch one first")
         arg = whole_number("max concurrent", content.get("value"), allow_none=False) if verb == "max_concurrent" else None
+        before = self._last_status
         said = control(self._storage, self._backfill_id, verb, arg, self._job)
-        self._notify("info", said)
         with self._lock:
             if self._tracker is not None:
                 self._take_in(self._storage.changes(self._tracker.seq, self._backfill_id))
+            # The answer says more than "is paused" or "is canceling", so it comes after the status
+            # it caused was announced; but once the backfill ended meanwhile, its end has the last word.
+            if not (self._last_status != before and self._last_status in BACKFILL_DONE):
+                self._notify("info", said)
 
     def _detail(self, cell: int) -> None:
         partition_index, step_index = divmod(cell, self._n_steps)

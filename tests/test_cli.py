@@ -319,3 +319,43 @@ def test_progress_line():
     assert progress_line(Progress("b", "REQUESTED", {}), bar=0) == "0/0 done: no runs — 0% done"
     paused = Progress("b", "PAUSED", counts, note="paused: resume it to go on")
     assert progress_line(paused, bar=0).endswith("50% done, paused: resume it to go on")  # no rate, no ETA while paused
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--partitions", 'a,"b'], "error: cannot split the partitions 'a,\"b' into keys (unexpected end of data): "),
+        (["--partitions", b"a,caf\xe9"], "error: partition key 'caf\\udce9' is not valid text"),
+        (["--max-workers", "100000"], "error: max_workers=100,000 is more than the thread executor can run at once here: give at most 256"),
+    ],
+    ids=["unbalanced-quote", "not-utf8", "too-many-workers"],
+)
+def test_bad_values_are_one_error_line_exit_2_and_write_nothing(cli, args, expected):
+    result = cli("job", "backfill", "-p", "flaky", "-f", "jobs.py", "--noprompt", *args)
+    assert result.returncode == 2
+    assert _error_line(result).startswith(expected)
+    assert not cli.store.exists()
+
+
+def test_a_second_ctrl_c_stops_the_runs_now_and_leaves_the_backfill_canceled(cli):
+    running = cli.start("job", "backfill", "-p", "slow", "-f", "jobs.py", "--noprompt", "--max-workers", "2", SLOW_SECONDS="20")
+    deadline = time.monotonic() + 20
+    backfill_id = None
+    while time.monotonic() < deadline and backfill_id is None:  # two runs sleeping: a cancel would wait for them
+        if cli.store.exists() and len(listing := cli.backfills()):
+            bf = nbb.get_backfill(listing.index[0], instance=cli.store)
+            backfill_id = bf.id if bf.counts()["STARTED"] == 2 else None
+        time.sleep(0.05)
+    assert backfill_id is not None, "the runs did not start"
+    running.send_signal(signal.SIGINT)
+    while "interrupted: canceling backfill" not in (line := running.stderr.readline()):
+        assert line, "the first Ctrl-C was not acknowledged"
+    running.send_signal(signal.SIGINT)
+    out, err = running.communicate(timeout=10)  # not the 20 s the runs would take to stop by themselves
+    assert running.returncode == 130, err
+    assert f"resume it with: nb-backfill backfill resume {backfill_id} -f jobs.py" in err
+    assert "Traceback" not in err
+    assert f"backfill {backfill_id} of job 'slow': CANCELED" in out
+    bf = nbb.get_backfill(backfill_id, instance=cli.store)
+    assert bf.status == "CANCELED"
+    assert bf.counts()["CANCELED"] == 20

@@ -155,8 +155,9 @@ test("render builds the widget and sends what the buttons mean", () =>
     assert.equal(model.sent.at(-1).type, "launch");
     assert.equal(model.sent.at(-1).options.coordinator, "default");
 
-    model.set("backfill", { id: "abcdefgh", status: "REQUESTED", created: Date.now() / 1000, max_concurrent: 2 });
-    assert.match(el.querySelector(".nbb-backfill").textContent, /backfill abcdefgh · REQUESTED/);
+    model.set("backfill", { id: "abcdefgh", status: "REQUESTED", created: Date.now() / 1000, max_concurrent: 2, process: "pid 4242 on lab" });
+    assert.match(el.querySelector(".nbb-backfill").textContent, /^backfill abcdefgh · REQUESTED · pid 4242 on lab · started /);
+    assert.equal(el.querySelector(".nbb-backfill-error").hidden, true);
     el.querySelector(".nbb-pause").click();
     assert.deepEqual(model.sent.at(-1), { type: "pause" });
     model.set("backfill", { id: "abcdefgh", status: "PAUSED", created: Date.now() / 1000 });
@@ -180,8 +181,12 @@ test("render builds the widget and sends what the buttons mean", () =>
     liveConcurrency.value = "2.5";
     el.querySelector(".nbb-set-concurrency").click();
     assert.deepEqual(model.sent.at(-1), { type: "max_concurrent", value: "2.5" }); // as typed: the kernel judges it
-    model.set("backfill", { id: "abcdefgh", status: "CANCELED", created: Date.now() / 1000, done: true });
+    model.set("backfill", { id: "abcdefgh", status: "CANCELED", created: Date.now() / 1000, done: true, process: "" });
     assert.equal(el.querySelector(".nbb-cancel").disabled, true);
+    assert.match(el.querySelector(".nbb-backfill").textContent, /^backfill abcdefgh · CANCELED · started /); // no process once done
+    model.set("backfill", { id: "abcdefgh", status: "FAILED", created: Date.now() / 1000, done: true, error: "could not write to the store for 30 s" });
+    assert.equal(el.querySelector(".nbb-backfill-error").hidden, false);
+    assert.equal(el.querySelector(".nbb-backfill-error").textContent, "could not write to the store for 30 s");
     cleanup();
     assert.equal((model.handlers["change:summary"] || []).length, 0);
   }));
@@ -196,7 +201,9 @@ test("user text is shown as text, never as markup", () =>
     model.emit("msg:custom", { type: "detail", partition: evil, step: evil, status: "FAILURE", log: evil, error: evil }, []);
     model.set("notice", { kind: "error", text: evil });
     model.set("preview", { count: 0, error: evil });
+    model.set("backfill", { id: "abcdefgh", status: "FAILED", created: 0, done: true, error: evil, process: evil });
     assert.equal(el.querySelectorAll("img").length, 0);
+    assert.equal(el.querySelector(".nbb-backfill-error").textContent, evil);
     assert.ok(el.querySelector(".nbb-log").textContent.includes(evil));
     assert.ok(el.querySelector(".nbb-title").textContent.includes(evil));
     cleanup();

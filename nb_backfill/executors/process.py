@@ -304,7 +304,8 @@ def check_main_guard() -> None:
         return
     line = frame.f_lineno
     try:
-        tree = ast.parse(Path(path).read_text(encoding="utf-8"))
+        source = Path(path).read_text(encoding="utf-8")
+        tree = ast.parse(source)
     except (OSError, SyntaxError, ValueError):
         return
     guarded = any(
@@ -312,8 +313,10 @@ def check_main_guard() -> None:
         for node in ast.walk(tree)
     )
     if not guarded:
+        text = source.splitlines()[line - 1].strip() if 0 < line <= len(source.splitlines()) else ""
+        shown = f" (`{text[:77] + '...' if len(text) > 80 else text}`)" if text else ""
         raise InvalidOptionError(
-            f"the process executor starts worker processes that import {path!r} again, and line {line} would "
-            f'launch this backfill again in each of them: put it under `if __name__ == "__main__":` '
-            f"(or use executor='thread')"
+            f"the process executor starts worker processes that import {path!r} again, and line {line}{shown} "
+            f'would launch this backfill again in each of them: put it under `if __name__ == "__main__":` '
+            f"(or use executor='thread'); nothing was launched"
         )

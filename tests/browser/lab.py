@@ -375,6 +375,21 @@ def run_all(page) -> None:
     )
 
 
+def run_cell(page, index: int) -> None:
+    """Run code cell ``index`` (0-based) of the current notebook again and return at once (like
+    ``run_all``; ``wait_idle`` waits for it). Its new outputs replace the old ones."""
+    page.evaluate(
+        """(index) => {
+      const state = window.__nbb_run_all = {done: false, error: null};
+      window.jupyterapp.shell.currentWidget.content.activeCellIndex = index;
+      void window.jupyterapp.commands.execute('notebook:run-cell').then(
+        () => { state.done = true; },
+        (e) => { state.done = true; state.error = String(e); });
+    }""",
+        index,
+    )
+
+
 _IDLE_JS = """() => {
   const state = window.__nbb_run_all;
   if (state && !state.done) return false;
@@ -394,7 +409,7 @@ def wait_idle(page, timeout: float = 120.0) -> None:
     ``timeout`` in seconds."""
     page.wait_for_function(_IDLE_JS, timeout=timeout * 1000, polling=100)
     error = page.evaluate("() => window.__nbb_run_all && window.__nbb_run_all.error")
-    assert not error, f"notebook:run-all-cells failed: {error}"
+    assert not error, f"running the notebook's cells failed: {error}"
 
 
 def cell_outputs(page) -> list[list[dict]]:

@@ -56,7 +56,9 @@ def measure(n: int, executor: str, repeat: int) -> dict:
     results = []
     for _ in range(repeat):
         with tempfile.TemporaryDirectory() as home:
-            out = subprocess.run([sys.executable, "-c", CHILD, str(n), executor, home], capture_output=True, text=True, check=True)
+            out = subprocess.run(
+                [sys.executable, "-c", CHILD, str(n), executor, home], capture_output=True, text=True, check=True
+            )
             results.append(json.loads(out.stdout.strip().splitlines()[-1]))
     return {key: statistics.median(r[key] for r in results) for key in results[0]}
 

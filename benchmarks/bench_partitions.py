@@ -14,10 +14,16 @@ import nb_backfill as nbb
 
 NOW = datetime(2026, 1, 1)
 CASES = [
-    ("hourly, 10 years, UTC", lambda: nbb.HourlyPartitionsDefinition("2012-01-01-00:00", end_date="2022-01-01-00:00"), 0.030),
+    (
+        "hourly, 10 years, UTC",
+        lambda: nbb.HourlyPartitionsDefinition("2012-01-01-00:00", end_date="2022-01-01-00:00"),
+        0.030,
+    ),
     (
         "hourly, 10 years, America/New_York",
-        lambda: nbb.HourlyPartitionsDefinition("2012-01-01-00:00", end_date="2022-01-01-00:00", timezone="America/New_York"),
+        lambda: nbb.HourlyPartitionsDefinition(
+            "2012-01-01-00:00", end_date="2022-01-01-00:00", timezone="America/New_York"
+        ),
         0.100,
     ),
     ("daily, 30 years, UTC", lambda: nbb.DailyPartitionsDefinition("1990-01-01", end_date="2020-01-01"), None),
@@ -53,21 +59,26 @@ def main():
     repeat = parser.parse_args().repeat
     print(f"median of {repeat} runs (first run in brackets: cold caches)\n")
     for name, make, goal in CASES:
-        definition = make()
-        median, cold, keys = timed(lambda: make().get_partition_keys(NOW), repeat)
-        per_key = median / len(keys) * 1e9
-        verdict = "" if goal is None else f"  goal < {goal * 1000:.0f} ms: {'met' if median < goal else 'MISSED'}"
-        print(f"{name}: {len(keys):,} keys in {median * 1000:.1f} ms [{cold * 1000:.1f}] = {per_key:.0f} ns a key{verdict}")
-        count, _, n = timed(lambda: definition.get_num_partitions(NOW), repeat)
-        middle = keys[len(keys) // 2]
-        lookup, _, _ = timed(lambda: definition.has_partition_key(middle, NOW), repeat)
-        index, _, i = timed(lambda: definition.index_of(middle, NOW), repeat)
-        assert n == len(keys) and i == len(keys) // 2
-        peak = peak_memory(lambda: make().get_partition_keys(NOW))
-        print(
-            f"    count {count * 1000:.2f} ms, has_partition_key {lookup * 1000:.2f} ms, index_of {index * 1000:.2f} ms; "
-            f"peak memory while listing {peak / 2**20:.1f} MiB ({peak / len(keys):.0f} B a key)"
-        )
+        report(name, make, goal, repeat)
+
+
+def report(name, make, goal, repeat):
+    """Time listing, counting and looking up the keys of one case, and print the figures."""
+    definition = make()
+    median, cold, keys = timed(lambda: make().get_partition_keys(NOW), repeat)
+    per_key = median / len(keys) * 1e9
+    verdict = "" if goal is None else f"  goal < {goal * 1000:.0f} ms: {'met' if median < goal else 'MISSED'}"
+    print(f"{name}: {len(keys):,} keys in {median * 1000:.1f} ms [{cold * 1000:.1f}] = {per_key:.0f} ns a key{verdict}")
+    count, _, n = timed(lambda: definition.get_num_partitions(NOW), repeat)
+    middle = keys[len(keys) // 2]
+    lookup, _, _ = timed(lambda: definition.has_partition_key(middle, NOW), repeat)
+    index, _, i = timed(lambda: definition.index_of(middle, NOW), repeat)
+    assert n == len(keys) and i == len(keys) // 2
+    peak = peak_memory(lambda: make().get_partition_keys(NOW))
+    print(
+        f"    count {count * 1000:.2f} ms, has_partition_key {lookup * 1000:.2f} ms, index_of {index * 1000:.2f} ms; "
+        f"peak memory while listing {peak / 2**20:.1f} MiB ({peak / len(keys):.0f} B a key)"
+    )
 
 
 if __name__ == "__main__":

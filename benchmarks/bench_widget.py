@@ -109,8 +109,15 @@ def front_end(repeat: int) -> None:
     from playwright.sync_api import sync_playwright
 
     server, url = serve()
-    flags = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-             "--disable-sync", "--no-first-run", "--disable-quic"]
+    flags = [
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--disable-quic",
+    ]
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=flags)
         page = browser.new_page()
@@ -137,6 +144,7 @@ def front_end(repeat: int) -> None:
 
 def kernel_side() -> None:
     import comm
+
     import nb_backfill as nbb
 
     class RecordingComm(comm.base_comm.BaseComm):
@@ -161,7 +169,17 @@ def kernel_side() -> None:
         widget = nbb.backfill(tiny, instance=store)
         widget.comm.messages.clear()
         start = time.perf_counter()
-        widget.comm.handle_msg({"content": {"data": {"method": "custom", "content": {"type": "launch", "selection": {"mode": "all"}, "options": {}}}}, "buffers": []})
+        widget.comm.handle_msg(
+            {
+                "content": {
+                    "data": {
+                        "method": "custom",
+                        "content": {"type": "launch", "selection": {"mode": "all"}, "options": {}},
+                    }
+                },
+                "buffers": [],
+            }
+        )
         nbb.get_backfill(widget.backfill["id"], instance=store).wait()
         while widget.summary.get("done") != 10_000:
             time.sleep(0.05)

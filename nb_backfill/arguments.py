@@ -11,7 +11,7 @@ import argparse
 import difflib
 import inspect
 from collections.abc import Mapping
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import pandas as pd
 
@@ -63,7 +63,9 @@ def add_store_argument(parser: argparse.ArgumentParser) -> None:
     """`--home DIR`; left unset when absent (read it with `home_of`) so a command's `--home`
     and its parent's cannot overwrite each other."""
     parser.add_argument(
-        "--home", metavar="DIR", default=argparse.SUPPRESS,
+        "--home",
+        metavar="DIR",
+        default=argparse.SUPPRESS,
         help="the store's folder, shared by notebooks and terminals (default: $NB_BACKFILL_HOME, else ./.nb_backfill)",
     )
 
@@ -75,32 +77,48 @@ def home_of(args: argparse.Namespace) -> str | None:
 
 def add_launch_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of a launch: job, selection (Dagster's names) and how to run it."""
-    parser.add_argument("-p", "-j", "--job", dest="job", metavar="JOB", help="the job's name (in a notebook, also its variable)")
+    parser.add_argument(
+        "-p", "-j", "--job", dest="job", metavar="JOB", help="the job's name (in a notebook, also its variable)"
+    )
     selection = parser.add_argument_group("selection (choose one; --missing and --failed may narrow it)")
     selection.add_argument(
-        "--partitions", metavar="KEYS",
+        "--partitions",
+        metavar="KEYS",
         help="comma-separated partition keys; quote or \\-escape a key that contains a comma",
     )
     selection.add_argument("--from", dest="from_", metavar="KEY", help="first partition of an inclusive range")
     selection.add_argument("--to", metavar="KEY", help="last partition of an inclusive range")
     selection.add_argument("--all", action="store_true", help="every partition")
-    selection.add_argument("--missing", action="store_true", help="only partitions never run or whose latest run failed")
+    selection.add_argument(
+        "--missing", action="store_true", help="only partitions never run or whose latest run failed"
+    )
     selection.add_argument("--failed", action="store_true", help="only partitions whose latest run failed")
     running = parser.add_argument_group("running")
     running.add_argument(
-        "--tags", action="append", type=parse_tags, metavar="TAGS",
+        "--tags",
+        action="append",
+        type=parse_tags,
+        metavar="TAGS",
         help='tags of the backfill: key=value (repeatable) or JSON such as \'{"key": "value"}\'',
     )
     running.add_argument(
-        "--coordinator", choices=COORDINATORS, default=_API_DEFAULTS["coordinator"],
+        "--coordinator",
+        choices=COORDINATORS,
+        default=_API_DEFAULTS["coordinator"],
         help="how runs start (default: %(default)s; queued honours --max-concurrent)",
     )
     running.add_argument("--max-concurrent", type=int, metavar="N", help="runs at once (queued coordinator)")
-    running.add_argument("--executor", choices=EXECUTORS, default=_API_DEFAULTS["executor"], help="where runs run (default: %(default)s)")
+    running.add_argument(
+        "--executor", choices=EXECUTORS, default=_API_DEFAULTS["executor"], help="where runs run (default: %(default)s)"
+    )
     running.add_argument("--max-workers", type=int, metavar="N", help="threads or processes of the executor")
     running.add_argument("--retries", type=int, metavar="N", help="retries of a failed run (default: the job's)")
-    running.add_argument("--order", choices=ORDERS, default=_API_DEFAULTS["order"], help="launch order (default: %(default)s)")
-    running.add_argument("--dry-run", action="store_true", help="show the plan (partition, action, reason); launch nothing")
+    running.add_argument(
+        "--order", choices=ORDERS, default=_API_DEFAULTS["order"], help="launch order (default: %(default)s)"
+    )
+    running.add_argument(
+        "--dry-run", action="store_true", help="show the plan (partition, action, reason); launch nothing"
+    )
     add_store_argument(parser)
 
 
@@ -129,23 +147,36 @@ def choice_of(args: argparse.Namespace, *, all_by_default: bool) -> Choice:
     """The partitions the flags chose; `all_by_default` selects every partition when no list or
     range was given (the command line, as Dagster does)."""
     no_list_or_range = args.partitions is None and args.from_ is None and args.to is None
-    return Choice(args.partitions, args.from_, args.to, args.all or (all_by_default and no_list_or_range), args.missing, args.failed)
+    return Choice(
+        args.partitions,
+        args.from_,
+        args.to,
+        args.all or (all_by_default and no_list_or_range),
+        args.missing,
+        args.failed,
+    )
 
 
-def launch_from(args: argparse.Namespace, job: Job, *, all_by_default: bool, dry_run: bool | None = None) -> Backfill | pd.DataFrame:
+def launch_from(
+    args: argparse.Namespace, job: Job, *, all_by_default: bool, dry_run: bool | None = None
+) -> Backfill | pd.DataFrame:
     """Launch (or with --dry-run or dry_run=True, plan) what parsed launch flags ask, through the Python API."""
     tags = {k: v for given in args.tags for k, v in given.items()} if args.tags else None
     options = check_options(
         args.coordinator, args.max_concurrent, None, args.executor, args.max_workers, args.order, args.retries
     )
     choice = choice_of(args, all_by_default=all_by_default)
-    return launch(job, choice, options, tags, dry_run=args.dry_run if dry_run is None else dry_run, instance=home_of(args))
+    return launch(
+        job, choice, options, tags, dry_run=args.dry_run if dry_run is None else dry_run, instance=home_of(args)
+    )
 
 
 def jobs_in(namespace: Mapping[str, object]) -> dict[str, Job]:
     """Every Job of a namespace, by job name and by the variables holding it (IPython's `_`
     history names skipped: they may hold an older definition)."""
-    variables = {name: value for name, value in namespace.items() if isinstance(value, Job) and not name.startswith("_")}
+    variables = {
+        name: value for name, value in namespace.items() if isinstance(value, Job) and not name.startswith("_")
+    }
     return {**variables, **{job.name: job for job in variables.values()}}
 
 

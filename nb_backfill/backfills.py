@@ -25,7 +25,14 @@ import pandas as pd
 
 from . import frames
 from .engine import Engine, OwnedElsewhere, job_missing
-from .errors import BackfillStateError, InvalidOptionError, SelectionError, UnknownBackfillError, UnknownPartitionError, quoted_list
+from .errors import (
+    BackfillStateError,
+    InvalidOptionError,
+    SelectionError,
+    UnknownBackfillError,
+    UnknownPartitionError,
+    quoted_list,
+)
 from .executors import make_executor
 from .executors.process import check_main_guard
 from .jobs import Job, RetryPolicy, check_tags, get_job
@@ -50,8 +57,10 @@ def _run_ids(backfill_id: str, count: int) -> list[str]:
 
 
 _REASONS = {
-    PartitionStatus.MISSING: "missing", PartitionStatus.FAILURE: "failed",
-    PartitionStatus.SUCCESS: "already succeeded", PartitionStatus.IN_PROGRESS: "in flight",
+    PartitionStatus.MISSING: "missing",
+    PartitionStatus.FAILURE: "failed",
+    PartitionStatus.SUCCESS: "already succeeded",
+    PartitionStatus.IN_PROGRESS: "in flight",
 }
 
 
@@ -143,9 +152,18 @@ def launch(
     executor = make_executor(options.executor, options.workers(len(chosen)), engine.emit)  # before writing anything
     now = time.time()
     record = BackfillRecord(
-        id=_new_id(), job_name=job.name, status=BackfillStatus.REQUESTED, created=now, updated=now, ended=None,
-        num_partitions=len(chosen), options=options.to_json(), tags=backfill_tags,
-        partitions_def=repr(job.partitions_def), owner=engine.owner, heartbeat=now,
+        id=_new_id(),
+        job_name=job.name,
+        status=BackfillStatus.REQUESTED,
+        created=now,
+        updated=now,
+        ended=None,
+        num_partitions=len(chosen),
+        options=options.to_json(),
+        tags=backfill_tags,
+        partitions_def=repr(job.partitions_def),
+        owner=engine.owner,
+        heartbeat=now,
     )
     run_ids = _run_ids(record.id, len(chosen))
     try:
@@ -303,7 +321,9 @@ class Backfill:
                     raise BackfillStateError(f"backfill {self.id!r} is {record.status}, but {note}")
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
-                raise TimeoutError(f"backfill {self.id!r} is still {record.status} after {timeout} s: {self.progress().line()}")
+                raise TimeoutError(
+                    f"backfill {self.id!r} is still {record.status} after {timeout} s: {self.progress().line()}"
+                )
             self._storage.wait_for_change(0.15 if left is None else min(0.15, left), backfills_only=True)
 
     def cancel(self, now: bool = False) -> str:
@@ -354,7 +374,11 @@ class Backfill:
         if run is not None:
             return run
         runs = self._storage.runs(self.id)
-        span = f"its {len(runs)} partitions run from {runs[0].partition!r} to {runs[-1].partition!r}" if runs else "it has no runs"
+        span = (
+            f"its {len(runs)} partitions run from {runs[0].partition!r} to {runs[-1].partition!r}"
+            if runs
+            else "it has no runs"
+        )
         raise UnknownPartitionError(f"partition {partition!r} is not in backfill {self.id!r}: {span}")
 
     def logs(self, partition: str) -> str:
@@ -395,7 +419,18 @@ def get_backfill(backfill_id: str, *, job: Job | None = None, instance: Storage 
     return Backfill(backfill_id, storage, job)
 
 
-LIST_COLUMNS = ["backfill_id", "job_name", "status", "created", "ended", "partitions", "succeeded", "failed", "unfinished", "process"]
+LIST_COLUMNS = [
+    "backfill_id",
+    "job_name",
+    "status",
+    "created",
+    "ended",
+    "partitions",
+    "succeeded",
+    "failed",
+    "unfinished",
+    "process",
+]
 
 
 def list_backfills(job: Job | str | None = None, *, instance: Storage | str | None = None) -> pd.DataFrame:
@@ -409,8 +444,18 @@ def list_backfills(job: Job | str | None = None, *, instance: Storage | str | No
         c = all_counts(counts.get(r.id, {}))
         done = c["SUCCESS"] + c["FAILURE"] + c["CANCELED"]
         rows.append(
-            (r.id, r.job_name, str(r.status), r.created, r.ended, r.num_partitions, c["SUCCESS"], c["FAILURE"],
-             r.num_partitions - done, process_of(storage, r))
+            (
+                r.id,
+                r.job_name,
+                str(r.status),
+                r.created,
+                r.ended,
+                r.num_partitions,
+                c["SUCCESS"],
+                c["FAILURE"],
+                r.num_partitions - done,
+                process_of(storage, r),
+            )
         )
     frame = pd.DataFrame(rows, columns=LIST_COLUMNS)
     frame["status"] = pd.Categorical(frame["status"], categories=[str(s) for s in BackfillStatus])
@@ -441,6 +486,13 @@ def partition_status(job: Job, *, instance: Storage | str | None = None) -> pd.D
 
 
 __all__ = [
-    "Backfill", "get_backfill", "get_instance", "launch", "launch_backfill", "list_backfills", "partition_status",
-    "plan", "resume_backfill",
+    "Backfill",
+    "get_backfill",
+    "get_instance",
+    "launch",
+    "launch_backfill",
+    "list_backfills",
+    "partition_status",
+    "plan",
+    "resume_backfill",
 ]

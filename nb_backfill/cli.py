@@ -19,7 +19,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
@@ -43,7 +43,7 @@ from .arguments import (
 from .backfills import Backfill, get_backfill, list_backfills, resume_backfill
 from .errors import BackfillStateError, NbBackfillError
 from .jobs import Job
-from .progress import Progress, Tracker
+from .progress import Progress
 from .statuses import BACKFILL_DONE, BackfillStatus, RunStatus
 
 PROG = "nb-backfill"
@@ -93,14 +93,20 @@ class Terminal:
 def add_job_source(parser: argparse.ArgumentParser) -> None:
     """Dagster's `-f/--python-file` and `-m/--module-name`: where the jobs are defined."""
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("-f", "--python-file", dest="file", metavar="FILE", help="a .py file or a .ipynb notebook defining the job")
-    source.add_argument("-m", "--module-name", dest="module", metavar="MODULE", help="an importable module defining the job")
+    source.add_argument(
+        "-f", "--python-file", dest="file", metavar="FILE", help="a .py file or a .ipynb notebook defining the job"
+    )
+    source.add_argument(
+        "-m", "--module-name", dest="module", metavar="MODULE", help="an importable module defining the job"
+    )
 
 
 def _failure(error: BaseException, filename: str) -> str:
     """`ValueError: bad (line 3)`: the error and the line of `filename` where it happened."""
     lines = [frame.lineno for frame in traceback.extract_tb(error.__traceback__) if frame.filename == filename]
-    where = f" (line {lines[-1]})" if lines and not isinstance(error, SyntaxError) else ""  # a SyntaxError names its line
+    where = (
+        f" (line {lines[-1]})" if lines and not isinstance(error, SyntaxError) else ""
+    )  # a SyntaxError names its line
     return f"{type(error).__name__}: {error}{where}"
 
 
@@ -109,7 +115,9 @@ def notebook_code(source: str) -> str | None:
     if source.lstrip().startswith("%%"):
         return None
     lines = source.splitlines()
-    python = [line[: len(line) - len(line.lstrip())] + "pass" if line.lstrip()[:1] in ("%", "!") else line for line in lines]
+    python = [
+        line[: len(line) - len(line.lstrip())] + "pass" if line.lstrip()[:1] in ("%", "!") else line for line in lines
+    ]
     return "\n".join(python)
 
 
@@ -131,7 +139,9 @@ def run_notebook(path: Path) -> dict[str, object]:
             exec(compile(code, filename, "exec"), namespace)
         except (Exception, SystemExit) as error:
             first = next((line.strip() for line in source.splitlines() if line.strip()), "")
-            raise JobSourceError(f"notebook {str(path)!r}, cell {number} ({first[:60]!r}): {_failure(error, filename)}") from None
+            raise JobSourceError(
+                f"notebook {str(path)!r}, cell {number} ({first[:60]!r}): {_failure(error, filename)}"
+            ) from None
     return namespace
 
 
@@ -245,7 +255,9 @@ class ProgressDisplay:
         now = time.monotonic()
         if self.terminal.err_is_tty:
             line = progress_line(progress, bar=min(30, self.terminal.width // 3))
-            self.terminal.err.write("\r" + line[: self.terminal.width - 1].ljust(self.terminal.width - 1) + ("\n" if final else ""))
+            self.terminal.err.write(
+                "\r" + line[: self.terminal.width - 1].ljust(self.terminal.width - 1) + ("\n" if final else "")
+            )
         elif final or (progress.done != self.printed_done and now - self.printed_at >= 1.0):
             self.terminal.err.write(progress_line(progress, bar=0) + "\n")
             self.printed_at, self.printed_done = now, progress.done
@@ -278,7 +290,10 @@ def summary(bf: Backfill) -> str:
     failed = runs[runs["status"] == RunStatus.FAILURE]
     if len(failed):
         lines.append(f"failed partitions ({len(failed)}):")
-        lines += [f"  {key}  {last_line(error)}" for key, error in zip(partition_keys(failed)[:FAILURES_SHOWN], failed["error"])]
+        lines += [
+            f"  {key}  {last_line(error)}"
+            for key, error in zip(partition_keys(failed)[:FAILURES_SHOWN], failed["error"])
+        ]
         if len(failed) > FAILURES_SHOWN:
             lines.append(f"  ... {len(failed) - FAILURES_SHOWN} more: {PROG} runs --backfill {bf.id}")
     return "\n".join(lines)
@@ -297,7 +312,9 @@ def follow(bf: Backfill, terminal: Terminal, resume_command: str) -> int:
             tracker.storage.wait_for_change(0.1)
     except KeyboardInterrupt:
         try:  # the message is written inside: a second Ctrl-C right after it still stops the runs
-            terminal.err.write(f"\ninterrupted: canceling backfill {bf.id} and waiting for its runs to stop (Ctrl-C again stops them now)...\n")
+            terminal.err.write(
+                f"\ninterrupted: canceling backfill {bf.id} and waiting for its runs to stop (Ctrl-C again stops them now)...\n"
+            )
             bf.cancel()
             bf.wait()
         except KeyboardInterrupt:
@@ -343,10 +360,16 @@ def job_backfill(args: argparse.Namespace, terminal: Terminal) -> int:
     of = f" of {len(plan)} selected" if len(keys) < len(plan) else ""
     terminal.print(f"Job: {job.name}\nPartitions ({len(keys)}{of}):")
     terminal.print("\n".join(partition_listing(keys, terminal.width)))
-    if keys and not args.noprompt and not terminal.confirm(f"Do you want to proceed with the backfill ({len(keys)} partitions)? [y/N] "):
+    if (
+        keys
+        and not args.noprompt
+        and not terminal.confirm(f"Do you want to proceed with the backfill ({len(keys)} partitions)? [y/N] ")
+    ):
         terminal.print("Aborted: nothing was launched.")
         return 0
-    bf = launch_from(args, job, all_by_default=True, dry_run=False)  # with nothing to launch, this raises the API's error
+    bf = launch_from(
+        args, job, all_by_default=True, dry_run=False
+    )  # with nothing to launch, this raises the API's error
     terminal.print(f"Launched backfill {bf.id}")
     return follow(bf, terminal, resume_command(args, bf.id))
 
@@ -441,8 +464,11 @@ def build_parser() -> Parser:
     )
     add_backfill_commands(backfill)
     handlers = {
-        "list": backfill_list, "status": backfill_status, "cancel": backfill_cancel,
-        "resume": backfill_resume, "retry": backfill_retry,
+        "list": backfill_list,
+        "status": backfill_status,
+        "cancel": backfill_cancel,
+        "resume": backfill_resume,
+        "retry": backfill_retry,
     }
     for name, handler in handlers.items():
         backfill.choices[name].set_defaults(handler=handler)

@@ -34,7 +34,9 @@ class DynamicPartitionsDefinition(PartitionsDefinition):
         """Add keys (already present ones are kept where they are)."""
         if isinstance(partition_keys, str) or not isinstance(partition_keys, Sequence):
             raise DefinitionError(f"partition_keys must be a list of strings, got {partition_keys!r}")
-        bad = [k for k in partition_keys if not isinstance(k, str) or not k or any(s in k for s in INVALID_KEY_SUBSTRINGS)]
+        bad = [
+            k for k in partition_keys if not isinstance(k, str) or not k or any(s in k for s in INVALID_KEY_SUBSTRINGS)
+        ]
         if bad:
             raise DefinitionError(
                 f"dynamic partition keys must be non-empty strings without '...' or control characters, got {quoted_list([repr(k) for k in bad])}"

@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from .errors import BackfillStateError
 from .executors import Executor, make_executor
@@ -98,7 +98,7 @@ def _backfill_of(run_id: str) -> str:
 class Engine:
     """The one thread per process and store that writes events and starts runs."""
 
-    _engines: dict[str, Engine] = {}
+    _engines: ClassVar[dict[str, Engine]] = {}
     _engines_lock = threading.Lock()
 
     @classmethod
@@ -174,7 +174,14 @@ class Engine:
             raise box["error"]
         return box.get("value")
 
-    def launch(self, record: BackfillRecord, job: Job, options: LaunchOptions, pending: Sequence[PendingRun], executor: Executor) -> None:
+    def launch(
+        self,
+        record: BackfillRecord,
+        job: Job,
+        options: LaunchOptions,
+        pending: Sequence[PendingRun],
+        executor: Executor,
+    ) -> None:
         """Run a backfill just written to the store."""
         self.call(lambda: self._adopt(record, job, options, pending, executor))
 
@@ -264,7 +271,9 @@ class Engine:
             event = events[0]
             note = f"[nb_backfill could not store this {'output' if event.status == LOG else 'message'}: {error}]"
             try:
-                self.storage.write_batch([Event(event.run_id, event.status, event.ts, event.attempt, event.step, note, event.step_attempt)])
+                self.storage.write_batch(
+                    [Event(event.run_id, event.status, event.ts, event.attempt, event.step, note, event.step_attempt)]
+                )
             except StorageError as again:
                 if again.kind != "data":
                     raise
@@ -333,16 +342,34 @@ class Engine:
             self._log_sizes.pop((run.run_id, run.attempt), None)
             retryable = event.status == RunStatus.FAILURE and run.attempt <= active.retry.max_retries
             if retryable and active.status != BackfillStatus.CANCELING:
-                again = PendingRun(run.run_id, run.partition, run.attempt + 1, now + active.retry.wait_before(run.attempt + 1))
-                self._unwritten.append(Event(run.run_id, RunStatus.QUEUED, now, again.attempt, not_before=again.not_before))
+                again = PendingRun(
+                    run.run_id, run.partition, run.attempt + 1, now + active.retry.wait_before(run.attempt + 1)
+                )
+                self._unwritten.append(
+                    Event(run.run_id, RunStatus.QUEUED, now, again.attempt, not_before=again.not_before)
+                )
                 active.pending.append(again)
 
     # --- backfills coming and going
-    def _adopt(self, record: BackfillRecord, job: Job, options: LaunchOptions, pending: Sequence[PendingRun], executor: Executor) -> None:
+    def _adopt(
+        self,
+        record: BackfillRecord,
+        job: Job,
+        options: LaunchOptions,
+        pending: Sequence[PendingRun],
+        executor: Executor,
+    ) -> None:
         self._faults.pop(record.id, None)
         self._active[record.id] = ActiveBackfill(
-            id=record.id, job=job, options=options, executor=executor, tags=dict(record.tags),
-            retry=options.retry(job), pending=deque(pending), status=record.status, created=record.created,
+            id=record.id,
+            job=job,
+            options=options,
+            executor=executor,
+            tags=dict(record.tags),
+            retry=options.retry(job),
+            pending=deque(pending),
+            status=record.status,
+            created=record.created,
         )
 
     def _drop(self, active: ActiveBackfill) -> None:
@@ -355,7 +382,11 @@ class Engine:
         if self._unwritten:
             return
         for active in list(self._active.values()):
-            if active.in_flight or active.status == BackfillStatus.PAUSED or (active.pending and active.status != BackfillStatus.CANCELING):
+            if (
+                active.in_flight
+                or active.status == BackfillStatus.PAUSED
+                or (active.pending and active.status != BackfillStatus.CANCELING)
+            ):
                 continue
             if active.status == BackfillStatus.CANCELING:
                 final = BackfillStatus.CANCELED
@@ -404,7 +435,9 @@ class Engine:
             active.pending.extendleft(reversed(picked.held))
             for run, tags in picked.start:
                 active.in_flight[run.run_id] = (run, tags)
-                active.executor.submit(active.job, RunRequest(run.run_id, run.partition, run.attempt, active.id, dict(tags)))
+                active.executor.submit(
+                    active.job, RunRequest(run.run_id, run.partition, run.attempt, active.id, dict(tags))
+                )
 
     # --- control
     def _control(self, backfill_id: str, verb: str, arg: Any, job: Job | None) -> str:
@@ -431,15 +464,16 @@ class Engine:
         withdrawn = [r for r in list(active.in_flight) if r not in active.started and active.executor.withdraw(r)]
         never = [active.in_flight.pop(r)[0] for r in withdrawn] + list(active.pending)
         active.pending.clear()
-        self._unwritten += [Event(r.run_id, RunStatus.CANCELED, now, r.attempt, None, CANCELED_UNSTARTED) for r in never]
+        self._unwritten += [
+            Event(r.run_id, RunStatus.CANCELED, now, r.attempt, None, CANCELED_UNSTARTED) for r in never
+        ]
         for run_id, (run, _) in active.in_flight.items():
             active.executor.cancel(run_id)
             self._unwritten.append(Event(run_id, RunStatus.CANCELING, now, run.attempt))
         self._events.put(_WAKE)
         running = len(active.in_flight)
-        return (
-            f"canceling backfill {active.id}: {len(never)} runs that had not started are canceled"
-            + (f"; {running} running runs stop at their next step" if running else "")
+        return f"canceling backfill {active.id}: {len(never)} runs that had not started are canceled" + (
+            f"; {running} running runs stop at their next step" if running else ""
         )
 
     def _withdraw_unstarted(self, active: ActiveBackfill, keep: int) -> int:
@@ -463,7 +497,9 @@ class Engine:
         self._set_status(active, BackfillStatus.PAUSED)
         self._withdraw_unstarted(active, keep=0)
         running = len(active.in_flight)
-        return f"paused backfill {active.id}: no new run starts" + (f"; {running} running runs finish" if running else "")
+        return f"paused backfill {active.id}: no new run starts" + (
+            f"; {running} running runs finish" if running else ""
+        )
 
     def _resume(self, active: ActiveBackfill, _: Any) -> str:
         if active.status == BackfillStatus.CANCELING:
@@ -476,7 +512,11 @@ class Engine:
     def _retry(self, active: ActiveBackfill, _: Any) -> str:
         if active.status == BackfillStatus.CANCELING:
             raise BackfillStateError(f"backfill {active.id!r} is canceling: retry it once it is CANCELED")
-        failed = [r for r in self.storage.runs(active.id) if r.status == RunStatus.FAILURE and r.run_id not in active.in_flight]
+        failed = [
+            r
+            for r in self.storage.runs(active.id)
+            if r.status == RunStatus.FAILURE and r.run_id not in active.in_flight
+        ]
         if not failed:
             raise BackfillStateError(nothing_to_retry(active.id, self.storage.run_counts(active.id)))
         now = time.time()
@@ -533,27 +573,38 @@ class Engine:
             if job is None:
                 raise BackfillStateError(job_missing(record))
             if job.name != record.job_name:
-                raise BackfillStateError(f"backfill {backfill_id!r} belongs to job {record.job_name!r}, not {job.name!r}")
+                raise BackfillStateError(
+                    f"backfill {backfill_id!r} belongs to job {record.job_name!r}, not {job.name!r}"
+                )
         if verb == "retry" and done and not self.storage.run_counts(backfill_id).get(RunStatus.FAILURE):
             raise BackfillStateError(nothing_to_retry(backfill_id, self.storage.run_counts(backfill_id)))
         if not self.storage.claim_backfill(backfill_id, self.owner, record):
             raise BackfillStateError(f"backfill {backfill_id!r} was just taken over by another process: try again")
         try:
             if record.owner != self.owner:
-                self.storage.drop_commands(backfill_id, f"not carried out: the process it was sent to ({record.owner}) stopped")
+                self.storage.drop_commands(
+                    backfill_id, f"not carried out: the process it was sent to ({record.owner}) stopped"
+                )
             # runs left in flight by a dead owner, or by a backfill that FAILED, did not finish
             why = INTERRUPTED if not done else f"interrupted: the backfill was {record.status} before the run finished"
             interrupted = self.storage.mark_interrupted(backfill_id, why)
             stopped = f" ({interrupted} runs left running are FAILURE 'interrupted')" if interrupted else ""
-            if verb in ("cancel", "abort") or record.status == BackfillStatus.CANCELING:  # a cancel its owner did not finish, first
+            if (
+                verb in ("cancel", "abort") or record.status == BackfillStatus.CANCELING
+            ):  # a cancel its owner did not finish, first
                 canceled = self._cancel_stopped(backfill_id)
                 if verb in ("cancel", "abort"):
-                    return f"canceled backfill {backfill_id}: {canceled} runs that had not started are canceled{stopped}"
+                    return (
+                        f"canceled backfill {backfill_id}: {canceled} runs that had not started are canceled{stopped}"
+                    )
             if verb == "pause":
                 self.storage.set_backfill_status(backfill_id, BackfillStatus.PAUSED)
                 return f"paused backfill {backfill_id}{stopped}; resume it to go on"
             assert job is not None
-            return self._restart(self.storage.get_backfill(backfill_id) or record, job, retry_only=verb == "retry") + stopped
+            return (
+                self._restart(self.storage.get_backfill(backfill_id) or record, job, retry_only=verb == "retry")
+                + stopped
+            )
         finally:
             if backfill_id not in self._active:
                 self.storage.release_backfill(backfill_id, self.owner)
@@ -562,7 +613,9 @@ class Engine:
         """Cancel a backfill nothing runs: its queued runs and itself; returns how many runs."""
         now = time.time()
         queued = [r for r in self.storage.runs(backfill_id) if r.status == RunStatus.QUEUED]
-        self.storage.write_batch([Event(r.run_id, RunStatus.CANCELED, now, r.attempt, None, CANCELED_UNSTARTED) for r in queued])
+        self.storage.write_batch(
+            [Event(r.run_id, RunStatus.CANCELED, now, r.attempt, None, CANCELED_UNSTARTED) for r in queued]
+        )
         self.storage.set_backfill_status(backfill_id, BackfillStatus.CANCELED)
         return len(queued)
 
@@ -593,7 +646,11 @@ class Engine:
         self.storage.write_batch([Event(r.run_id, RunStatus.QUEUED, now, r.attempt + 1) for r in again])
         self.storage.set_backfill_status(record.id, BackfillStatus.REQUESTED)
         requeued = {r.run_id for r in again}
-        pending = [PendingRun(r.run_id, r.partition, r.attempt + 1 if r.run_id in requeued else r.attempt) for r in runs if r.run_id in requeued or r.status == RunStatus.QUEUED]
+        pending = [
+            PendingRun(r.run_id, r.partition, r.attempt + 1 if r.run_id in requeued else r.attempt)
+            for r in runs
+            if r.run_id in requeued or r.status == RunStatus.QUEUED
+        ]
         record = self.storage.get_backfill(record.id) or record
         self._adopt(record, job, options, pending, executor)
         what = f"{len(again)} failed runs" if retry_only else f"{len(pending)} runs not yet successful"

@@ -13,7 +13,7 @@ import time
 import types
 import weakref
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from .storage import Change, Storage, StorageError
 
@@ -34,7 +34,7 @@ class _Subscription:
 class Feed:
     """The change feed of one store, followed by one thread of this process."""
 
-    _feeds: dict[str, Feed] = {}
+    _feeds: ClassVar[dict[str, Feed]] = {}
     _feeds_lock = threading.Lock()
 
     @classmethod

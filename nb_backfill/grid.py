@@ -17,16 +17,22 @@ import numpy as np
 from .keyformat import civil_from_days, day_of_year
 from .partitions import MultiPartitionsDefinition, PartitionsDefinition, TimeWindowPartitionsDefinition
 from .schedules import DAY
-from .statuses import CELL_CODE, CELL_OF_PARTITION, CELL_OF_PENDING_STEP, CELL_OF_STEP, Cell, PartitionStatus, RunStatus, StepStatus
+from .statuses import (
+    CELL_CODE,
+    CELL_OF_PARTITION,
+    CELL_OF_PENDING_STEP,
+    CELL_OF_STEP,
+    Cell,
+    PartitionStatus,
+    RunStatus,
+    StepStatus,
+)
 
 # Statuses as small integers, so a whole grid's cells are computed with numpy.
 RUN_NUMBER = {status: i for i, status in enumerate(RunStatus)}
 STEP_NUMBER = {status: i for i, status in enumerate(StepStatus)}  # PENDING is 0: a step with no row yet
 _CELL_TABLE = np.array(
-    [
-        [CELL_CODE[CELL_OF_STEP.get(step, CELL_OF_PENDING_STEP[run])] for step in StepStatus]
-        for run in RunStatus
-    ],
+    [[CELL_CODE[CELL_OF_STEP.get(step, CELL_OF_PENDING_STEP[run])] for step in StepStatus] for run in RunStatus],
     np.uint8,
 )
 MISSING = CELL_CODE[Cell.MISSING]
@@ -133,8 +139,10 @@ def describe(definition: PartitionsDefinition, count: int) -> str:
     if isinstance(definition, TimeWindowPartitionsDefinition):
         fields = definition.cron_schedule.split()
         cadence = {
-            ("*", "*", "*", "*"): "hourly", ("H", "*", "*", "*"): "daily",
-            ("H", "*", "*", "D"): "weekly", ("H", "D", "*", "*"): "monthly",
+            ("*", "*", "*", "*"): "hourly",
+            ("H", "*", "*", "*"): "daily",
+            ("H", "*", "*", "D"): "weekly",
+            ("H", "D", "*", "*"): "monthly",
         }.get(tuple("*" if f == "*" else ("H" if i == 0 else "D") for i, f in enumerate(fields[1:])), None)
         if cadence is None or not fields[0].isdigit():
             cadence = f"cron '{definition.cron_schedule}'"

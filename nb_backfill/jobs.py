@@ -139,8 +139,12 @@ def step(
             raise DefinitionError(f"a step needs a name that is a Python identifier, got {step_name!r}")
         params = tuple(p for p in signature.parameters.values() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD))
         return StepDefinition(
-            step_name, f, tuple(p.name for p in params if p.name != CONTEXT), any(p.name == CONTEXT for p in params),
-            retry_policy(retries), params,
+            step_name,
+            f,
+            tuple(p.name for p in params if p.name != CONTEXT),
+            any(p.name == CONTEXT for p in params),
+            retry_policy(retries),
+            params,
         )
 
     return wrap if fn is None else wrap(fn)

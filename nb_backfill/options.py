@@ -52,12 +52,21 @@ class LaunchOptions:
     def workers(self, runs: int) -> int:
         """Threads or processes for `runs` runs: as asked, or the executor's default (at least
         max_concurrent), never more than there are runs."""
-        wanted = self.max_workers if self.max_workers is not None else max(default_workers(self.executor), self.max_concurrent or 0)
+        wanted = (
+            self.max_workers
+            if self.max_workers is not None
+            else max(default_workers(self.executor), self.max_concurrent or 0)
+        )
         return max(1, min(wanted, runs))
 
     def tag_limits(self) -> list[TagLimit]:
         return [
-            TagLimit(d["key"], None if isinstance(d.get("value"), dict) else d.get("value"), d["limit"], isinstance(d.get("value"), dict))
+            TagLimit(
+                d["key"],
+                None if isinstance(d.get("value"), dict) else d.get("value"),
+                d["limit"],
+                isinstance(d.get("value"), dict),
+            )
             for d in self.tag_concurrency_limits
         ]
 
@@ -81,10 +90,17 @@ def _tag_limits(limits: Any) -> tuple[dict[str, Any], ...]:
     if limits is None:
         return ()
     if isinstance(limits, (Mapping, str, bytes)) or not isinstance(limits, Sequence):
-        raise InvalidOptionError(f"tag_concurrency_limits must be a list of {{'key', 'value', 'limit'}} dicts, got {limits!r}")
+        raise InvalidOptionError(
+            f"tag_concurrency_limits must be a list of {{'key', 'value', 'limit'}} dicts, got {limits!r}"
+        )
     checked = []
     for item in limits:
-        if not isinstance(item, Mapping) or "key" not in item or "limit" not in item or set(item) - {"key", "value", "limit"}:
+        if (
+            not isinstance(item, Mapping)
+            or "key" not in item
+            or "limit" not in item
+            or set(item) - {"key", "value", "limit"}
+        ):
             raise InvalidOptionError(
                 f"each tag concurrency limit must be a dict with 'key', 'limit' and optionally 'value', got {item!r}"
             )

@@ -12,7 +12,8 @@ import itertools
 import math
 import zoneinfo
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import date, datetime, timezone as dt_timezone, tzinfo
+from datetime import date, datetime, tzinfo
+from datetime import timezone as dt_timezone
 from typing import NamedTuple
 
 import numpy as np
@@ -110,9 +111,7 @@ class StaticPartitionsDefinition(PartitionsDefinition):
             raise DefinitionError(f"partition keys must be strings, got {quoted_list(not_str)}")
         bad = [k for k in keys if any(s in k for s in INVALID_KEY_SUBSTRINGS)]
         if bad:
-            raise DefinitionError(
-                f"partition keys may not contain '...' or control characters, got {quoted_list(bad)}"
-            )
+            raise DefinitionError(f"partition keys may not contain '...' or control characters, got {quoted_list(bad)}")
         index: dict[str, int] = {}
         duplicates = []
         for i, key in enumerate(keys):
@@ -438,7 +437,9 @@ class DailyPartitionsDefinition(TimeWindowPartitionsDefinition):
     ):
         minute = _check_offset("minute_offset", minute_offset, 0, 59)
         hour = _check_offset("hour_offset", hour_offset, 0, 23)
-        super().__init__(start_date, fmt or DEFAULT_DATE_FORMAT, end_date, f"{minute} {hour} * * *", timezone, end_offset)
+        super().__init__(
+            start_date, fmt or DEFAULT_DATE_FORMAT, end_date, f"{minute} {hour} * * *", timezone, end_offset
+        )
 
 
 class WeeklyPartitionsDefinition(TimeWindowPartitionsDefinition):
@@ -578,7 +579,8 @@ class MultiPartitionsDefinition(PartitionsDefinition):
     def get_num_partitions(self, current_time: datetime | None = None) -> int:
         # static keys were checked when the definition was made; dynamic ones change at run time
         changing = [
-            d for d in self.partitions_defs
+            d
+            for d in self.partitions_defs
             if not isinstance(d.partitions_def, (StaticPartitionsDefinition, TimeWindowPartitionsDefinition))
         ]
         self._check_dimension_keys((d, d.partitions_def.get_partition_keys(current_time)) for d in changing)

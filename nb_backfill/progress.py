@@ -81,9 +81,15 @@ class Progress:
     def to_json(self) -> dict[str, Any]:
         """What the widget shows: the numbers and the same line of words."""
         return {
-            "status": self.status, "counts": {k: v for k, v in self.counts.items() if v}, "total": self.total,
-            "done": self.done, "percent": self.percent, "per_minute": self.per_minute,
-            "eta_seconds": self.eta_seconds, "note": self.note, "text": self.line(),
+            "status": self.status,
+            "counts": {k: v for k, v in self.counts.items() if v},
+            "total": self.total,
+            "done": self.done,
+            "percent": self.percent,
+            "per_minute": self.per_minute,
+            "eta_seconds": self.eta_seconds,
+            "note": self.note,
+            "text": self.line(),
         }
 
 

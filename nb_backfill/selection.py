@@ -31,7 +31,7 @@ def split_keys(text: str) -> list[str]:
     except csv.Error as error:
         raise SelectionError(
             f"cannot split the partitions {text!r} into keys ({error}): separate keys with commas, and close "
-            f"every quote (\"a,1\",b) or escape a comma in a key with a backslash (a\\,1,b)"
+            f'every quote ("a,1",b) or escape a comma in a key with a backslash (a\\,1,b)'
         ) from None
     return [key.strip() for key in row if key.strip()]
 
@@ -155,13 +155,22 @@ class Choice:
 
     def __post_init__(self) -> None:
         if self.missing and self.failed:
-            raise SelectionError("choose missing_only or failed_only, not both (missing_only already includes failed partitions)")
+            raise SelectionError(
+                "choose missing_only or failed_only, not both (missing_only already includes failed partitions)"
+            )
 
     def keys(self, definition: PartitionsDefinition, current_time: datetime | None = None) -> list[str]:
         """The chosen keys in definition order (before narrowing to missing or failed ones)."""
-        narrowing_all = (self.missing or self.failed) and self.partitions is None and self.from_ is None and self.to is None
+        narrowing_all = (
+            (self.missing or self.failed) and self.partitions is None and self.from_ is None and self.to is None
+        )
         return select_partitions(
-            definition, self.partitions, from_=self.from_, to=self.to, all=self.all or narrowing_all, current_time=current_time
+            definition,
+            self.partitions,
+            from_=self.from_,
+            to=self.to,
+            all=self.all or narrowing_all,
+            current_time=current_time,
         )
 
     @classmethod
@@ -175,5 +184,7 @@ class Choice:
         if mode in ("missing", "failed"):
             return cls(missing=mode == "missing", failed=mode == "failed")
         if mode != "all":
-            raise SelectionError(f"the selector's mode must be one of 'all', 'range', 'list', 'missing', 'failed', got {mode!r}")
+            raise SelectionError(
+                f"the selector's mode must be one of 'all', 'range', 'list', 'missing', 'failed', got {mode!r}"
+            )
         return cls(all=True)

@@ -102,7 +102,9 @@ BACKFILL_DONE = frozenset(
 )
 _BACKFILL_NEXT: dict[str, frozenset[str]] = {
     BackfillStatus.REQUESTED: frozenset(set(BackfillStatus) - {BackfillStatus.REQUESTED}),
-    BackfillStatus.PAUSED: frozenset({BackfillStatus.REQUESTED, BackfillStatus.CANCELING, BackfillStatus.CANCELED, BackfillStatus.FAILED}),
+    BackfillStatus.PAUSED: frozenset(
+        {BackfillStatus.REQUESTED, BackfillStatus.CANCELING, BackfillStatus.CANCELED, BackfillStatus.FAILED}
+    ),
     BackfillStatus.CANCELING: frozenset({BackfillStatus.CANCELED, BackfillStatus.FAILED}),
     **{done: frozenset({BackfillStatus.REQUESTED}) for done in BACKFILL_DONE},  # resume or retry
 }
@@ -150,17 +152,26 @@ CELL_CODE = {cell: code for code, cell in enumerate(CELLS)}
 
 # A step that has a status shows it; a step without one shows its run's.
 CELL_OF_STEP = {
-    StepStatus.RUNNING: Cell.RUNNING, StepStatus.SUCCESS: Cell.SUCCESS, StepStatus.FAILURE: Cell.FAILURE,
-    StepStatus.SKIPPED: Cell.SKIPPED, StepStatus.CANCELED: Cell.CANCELED,
+    StepStatus.RUNNING: Cell.RUNNING,
+    StepStatus.SUCCESS: Cell.SUCCESS,
+    StepStatus.FAILURE: Cell.FAILURE,
+    StepStatus.SKIPPED: Cell.SKIPPED,
+    StepStatus.CANCELED: Cell.CANCELED,
 }
 CELL_OF_PENDING_STEP = {
-    RunStatus.QUEUED: Cell.QUEUED, RunStatus.STARTING: Cell.QUEUED, RunStatus.STARTED: Cell.QUEUED,
-    RunStatus.CANCELING: Cell.QUEUED, RunStatus.SUCCESS: Cell.SUCCESS, RunStatus.CANCELED: Cell.CANCELED,
+    RunStatus.QUEUED: Cell.QUEUED,
+    RunStatus.STARTING: Cell.QUEUED,
+    RunStatus.STARTED: Cell.QUEUED,
+    RunStatus.CANCELING: Cell.QUEUED,
+    RunStatus.SUCCESS: Cell.SUCCESS,
+    RunStatus.CANCELED: Cell.CANCELED,
     RunStatus.FAILURE: Cell.SKIPPED,  # a run failed past this step (or before any: see grid)
 }
 CELL_OF_PARTITION = {
-    PartitionStatus.MISSING: Cell.MISSING, PartitionStatus.SUCCESS: Cell.SUCCESS,
-    PartitionStatus.FAILURE: Cell.FAILURE, PartitionStatus.IN_PROGRESS: Cell.RUNNING,
+    PartitionStatus.MISSING: Cell.MISSING,
+    PartitionStatus.SUCCESS: Cell.SUCCESS,
+    PartitionStatus.FAILURE: Cell.FAILURE,
+    PartitionStatus.IN_PROGRESS: Cell.RUNNING,
 }
 
 

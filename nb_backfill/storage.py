@@ -28,7 +28,6 @@ from .statuses import (
     RUN_DONE,
     RUN_IN_FLIGHT,
     STEP_DONE,
-    BackfillStatus,
     Event,
     RunStatus,
     StepStatus,
@@ -217,7 +216,9 @@ def storable(text: str | None, limit: int | None = MESSAGE_LIMIT) -> str | None:
 
 def _kind(error: BaseException) -> str:
     """How the engine should treat a failed write (see StorageError)."""
-    if isinstance(error, (UnicodeError, OverflowError, sqlite3.DataError, sqlite3.InterfaceError, sqlite3.IntegrityError)):
+    if isinstance(
+        error, (UnicodeError, OverflowError, sqlite3.DataError, sqlite3.InterfaceError, sqlite3.IntegrityError)
+    ):
         return "data"
     text = str(error).lower()
     if isinstance(error, sqlite3.OperationalError) and any(w in text for w in ("locked", "busy", "full", "disk i/o")):
@@ -235,7 +236,9 @@ def _marks(n: int) -> str:
 
 
 _STARTED = frozenset({RunStatus.STARTING, RunStatus.STARTED})
-_RUN_COLUMNS = "run_id, backfill_id, job_name, partition, seq, status, attempt, queued, start_time, end_time, error, not_before"
+_RUN_COLUMNS = (
+    "run_id, backfill_id, job_name, partition, seq, status, attempt, queued, start_time, end_time, error, not_before"
+)
 
 
 class Storage:
@@ -291,7 +294,9 @@ class Storage:
         shared-memory file (a read-only folder), one that treats the file as unchanging."""
         uri = self.path.resolve().as_uri()
         for mode in ("mode=ro", "immutable=1"):
-            conn = sqlite3.connect(f"{uri}?{mode}", uri=True, timeout=60.0, isolation_level=None, check_same_thread=False)
+            conn = sqlite3.connect(
+                f"{uri}?{mode}", uri=True, timeout=60.0, isolation_level=None, check_same_thread=False
+            )
             try:
                 conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
             except sqlite3.OperationalError:
@@ -380,7 +385,11 @@ class Storage:
             tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
             if not tables:
                 return 0
-            row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() if "meta" in tables else None
+            row = (
+                conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+                if "meta" in tables
+                else None
+            )
         except sqlite3.Error as error:
             raise self._error(error, "open") from None
         where = str(self.path)
@@ -433,15 +442,28 @@ class Storage:
             conn.execute(
                 "INSERT INTO backfills VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
-                    record.id, record.job_name, record.status, record.created, record.updated, record.ended,
-                    record.num_partitions, json.dumps(record.options), json.dumps(record.tags),
-                    record.partitions_def, record.owner, record.heartbeat, record.error,
+                    record.id,
+                    record.job_name,
+                    record.status,
+                    record.created,
+                    record.updated,
+                    record.ended,
+                    record.num_partitions,
+                    json.dumps(record.options),
+                    json.dumps(record.tags),
+                    record.partitions_def,
+                    record.owner,
+                    record.heartbeat,
+                    record.error,
                 ),
             )
             conn.executemany(
                 "INSERT INTO runs (run_id, backfill_id, job_name, partition, seq, status, attempt, queued) "
                 "VALUES (?, ?, ?, ?, ?, 'QUEUED', 1, ?)",
-                ((run_id, record.id, record.job_name, partition, seq, record.created) for run_id, partition, seq in runs),
+                (
+                    (run_id, record.id, record.job_name, partition, seq, record.created)
+                    for run_id, partition, seq in runs
+                ),
             )
             self._feed(conn, [(record.id, None, None, record.status, 0, record.created, None)])
 
@@ -478,7 +500,8 @@ class Storage:
     def set_backfill_options(self, backfill_id: str, options: dict[str, Any]) -> None:
         with self.transaction() as conn:
             conn.execute(
-                "UPDATE backfills SET options = ?, updated = ? WHERE id = ?", (json.dumps(options), time.time(), backfill_id)
+                "UPDATE backfills SET options = ?, updated = ? WHERE id = ?",
+                (json.dumps(options), time.time(), backfill_id),
             )
 
     def claim_backfill(self, backfill_id: str, owner: str, previous: BackfillRecord) -> bool:
@@ -494,7 +517,9 @@ class Storage:
     def release_backfill(self, backfill_id: str, owner: str) -> None:
         """Stop owning a backfill this process does not run (anyone may take it over then)."""
         with self.transaction() as conn:
-            conn.execute("UPDATE backfills SET owner = NULL, heartbeat = NULL WHERE id = ? AND owner = ?", (backfill_id, owner))
+            conn.execute(
+                "UPDATE backfills SET owner = NULL, heartbeat = NULL WHERE id = ? AND owner = ?", (backfill_id, owner)
+            )
 
     def heartbeat(self, backfill_ids: Sequence[str], owner: str) -> None:
         with self.transaction() as conn:
@@ -509,7 +534,9 @@ class Storage:
         return [RunRecord(*r) for r in rows]
 
     def run_of(self, backfill_id: str, partition: str) -> RunRecord | None:
-        rows = self.query(f"SELECT {_RUN_COLUMNS} FROM runs WHERE backfill_id = ? AND partition = ?", (backfill_id, partition))
+        rows = self.query(
+            f"SELECT {_RUN_COLUMNS} FROM runs WHERE backfill_id = ? AND partition = ?", (backfill_id, partition)
+        )
         return RunRecord(*rows[0]) if rows else None
 
     def run_counts(self, backfill_id: str) -> dict[str, int]:
@@ -518,7 +545,9 @@ class Storage:
 
     def run_counts_by_backfill(self) -> dict[str, dict[str, int]]:
         counts: dict[str, dict[str, int]] = {}
-        for backfill_id, status, n in self.query("SELECT backfill_id, status, COUNT(*) FROM runs GROUP BY backfill_id, status"):
+        for backfill_id, status, n in self.query(
+            "SELECT backfill_id, status, COUNT(*) FROM runs GROUP BY backfill_id, status"
+        ):
             counts.setdefault(backfill_id, {})[status] = n
         return counts
 
@@ -580,7 +609,8 @@ class Storage:
         for chunk in _chunks(run_ids):
             for row in conn.execute(
                 f"SELECT run_id, status, attempt, queued, start_time, end_time, error, not_before, backfill_id "
-                f"FROM runs WHERE run_id IN ({_marks(len(chunk))})", chunk
+                f"FROM runs WHERE run_id IN ({_marks(len(chunk))})",
+                chunk,
             ):
                 runs[row[0]] = list(row[1:])
         stepped = list({e.run_id for e in events if e.step is not None and e.status != LOG and e.run_id in runs})
@@ -621,7 +651,11 @@ class Storage:
             else:
                 of_run = steps.setdefault(e.run_id, {})
                 step = of_run.get(e.step)
-                if e.attempt != attempt or status not in RUN_IN_FLIGHT or not step_change_allowed(step and step[0], e.status):
+                if (
+                    e.attempt != attempt
+                    or status not in RUN_IN_FLIGHT
+                    or not step_change_allowed(step and step[0], e.status)
+                ):
                     continue
                 if step is None:
                     step = of_run[e.step] = [e.status, e.step_attempt, None, None, None]
@@ -663,7 +697,8 @@ class Storage:
             rows = self.query("SELECT * FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit))
         else:
             rows = self.query(
-                "SELECT * FROM events WHERE seq > ? AND backfill_id = ? ORDER BY seq LIMIT ?", (after, backfill_id, limit)
+                "SELECT * FROM events WHERE seq > ? AND backfill_id = ? ORDER BY seq LIMIT ?",
+                (after, backfill_id, limit),
             )
         return [Change(*r) for r in rows]
 
@@ -681,7 +716,9 @@ class Storage:
 
     def events(self, run_id: str) -> list[tuple]:
         """(step, status, attempt, ts, message) of every change of one run, oldest first."""
-        return self.query("SELECT step, status, attempt, ts, message FROM events WHERE run_id = ? ORDER BY seq", (run_id,))
+        return self.query(
+            "SELECT step, status, attempt, ts, message FROM events WHERE run_id = ? ORDER BY seq", (run_id,)
+        )
 
     def run_history(self, backfill_id: str) -> list[tuple]:
         """(run_id, status, attempt, ts, message) of every run change of a backfill, oldest first."""
@@ -713,7 +750,8 @@ class Storage:
         """Close the open commands of a backfill whose owner is gone (its new owner does not carry them out)."""
         with self.transaction() as conn:
             conn.execute(
-                "UPDATE commands SET done = ?, error = ? WHERE backfill_id = ? AND done IS NULL", (time.time(), why, backfill_id)
+                "UPDATE commands SET done = ?, error = ? WHERE backfill_id = ? AND done IS NULL",
+                (time.time(), why, backfill_id),
             )
 
     def finish_command(self, command_id: int, result: str | None, error: str | None) -> None:
@@ -730,14 +768,20 @@ class Storage:
 
     # --- dynamic partitions
     def dynamic_partitions(self, name: str) -> list[str]:
-        return [r[0] for r in self.query("SELECT key FROM dynamic_partitions WHERE name = ? ORDER BY position", (name,))]
+        return [
+            r[0] for r in self.query("SELECT key FROM dynamic_partitions WHERE name = ? ORDER BY position", (name,))
+        ]
 
     def add_dynamic_partitions(self, name: str, keys: Sequence[str]) -> None:
         with self.transaction() as conn:
-            start = conn.execute("SELECT COALESCE(MAX(position), -1) + 1 FROM dynamic_partitions WHERE name = ?", (name,))
+            start = conn.execute(
+                "SELECT COALESCE(MAX(position), -1) + 1 FROM dynamic_partitions WHERE name = ?", (name,)
+            )
             position = start.fetchone()[0]
             added = sum(
-                conn.execute("INSERT OR IGNORE INTO dynamic_partitions VALUES (?,?,?)", (name, key, position + i)).rowcount
+                conn.execute(
+                    "INSERT OR IGNORE INTO dynamic_partitions VALUES (?,?,?)", (name, key, position + i)
+                ).rowcount
                 for i, key in enumerate(keys)
             )
             if added:
@@ -745,7 +789,9 @@ class Storage:
 
     def delete_dynamic_partition(self, name: str, key: str) -> bool:
         with self.transaction() as conn:
-            deleted = conn.execute("DELETE FROM dynamic_partitions WHERE name = ? AND key = ?", (name, key)).rowcount == 1
+            deleted = (
+                conn.execute("DELETE FROM dynamic_partitions WHERE name = ? AND key = ?", (name, key)).rowcount == 1
+            )
             if deleted:
                 self._feed(conn, [(None, None, None, PARTITIONS_CHANGED, 0, time.time(), name)])
             return deleted

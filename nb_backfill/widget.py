@@ -38,7 +38,13 @@ from .storage import BackfillRecord, Change, Storage, StorageError, get_instance
 DELTA_BYTES = 10  # a changed cell in a delta: index 4, status 1, attempt 1, duration 4
 FULL_BYTES = 6  # a cell in the full state: status 1, attempt 1, duration 4
 HISTORY_SECONDS = 1.0  # the history view is recomputed at most this often while runs change
-_VERBS = {"cancel": "cancel", "pause": "pause", "resume": "resume", "retry_failed": "retry", "max_concurrent": "max_concurrent"}
+_VERBS = {
+    "cancel": "cancel",
+    "pause": "pause",
+    "resume": "resume",
+    "retry_failed": "retry",
+    "max_concurrent": "max_concurrent",
+}
 
 
 def _asset(name: str) -> Path:
@@ -114,7 +120,13 @@ class BackfillWidget(anywidget.AnyWidget):
     preview = traitlets.Dict().tag(sync=True)  # what the selector would launch
     notice = traitlets.Dict().tag(sync=True)  # the last thing that happened, or went wrong
 
-    def __init__(self, job: Job, backfill_id: str | None = None, instance: Storage | str | None = None, follow_latest: bool = True):
+    def __init__(
+        self,
+        job: Job,
+        backfill_id: str | None = None,
+        instance: Storage | str | None = None,
+        follow_latest: bool = True,
+    ):
         self._job = job
         self._storage = get_instance(instance)
         self._follow_latest = follow_latest  # switch to a backfill of this job launched anywhere
@@ -223,7 +235,9 @@ class BackfillWidget(anywidget.AnyWidget):
     def _load_history(self) -> None:
         """Each partition's latest status across every backfill of the job, sent whole."""
         with self._lock:
-            if self._backfill_id is not None and (self._tracker is None or self._tracker.backfill_id != self._backfill_id):
+            if self._backfill_id is not None and (
+                self._tracker is None or self._tracker.backfill_id != self._backfill_id
+            ):
                 self._load_runs()
                 self._last_status = self._tracker.record.status if self._tracker.record else None
             self._history_dirty, self._history_at = False, time.monotonic()
@@ -235,7 +249,9 @@ class BackfillWidget(anywidget.AnyWidget):
 
     def _history_codes(self) -> np.ndarray:
         latest = frames.latest_statuses(self._storage, self._job.name)
-        codes = np.array([HISTORY_CODES[latest.get(k, PartitionStatus.MISSING)] for k in self._partition_keys], np.uint8)
+        codes = np.array(
+            [HISTORY_CODES[latest.get(k, PartitionStatus.MISSING)] for k in self._partition_keys], np.uint8
+        )
         return np.repeat(codes, self._n_steps)
 
     def _paint(self, runs: np.ndarray) -> np.ndarray:
@@ -292,7 +308,11 @@ class BackfillWidget(anywidget.AnyWidget):
             changes = [c for c in changes if c.run_id is None and c.backfill_id is not None]
         launched = []
         for change in changes:
-            if change.run_id is None and change.backfill_id is not None and change.backfill_id not in self._job_backfills:
+            if (
+                change.run_id is None
+                and change.backfill_id is not None
+                and change.backfill_id not in self._job_backfills
+            ):
                 record = self._storage.get_backfill(change.backfill_id)
                 if record is not None and record.job_name == self._job.name:
                     self._job_backfills.add(record.id)
@@ -303,8 +323,9 @@ class BackfillWidget(anywidget.AnyWidget):
             self._backfill_id = record.id
             where = process_of(self._storage, record)
             self._notify(
-                "info", f"backfill {record.id} was launched: {record.num_partitions} partitions"
-                + (f" ({where})" if where and where != "this process" else "")
+                "info",
+                f"backfill {record.id} was launched: {record.num_partitions} partitions"
+                + (f" ({where})" if where and where != "this process" else ""),
             )
             if first and self.view == "history":
                 self.view = "backfill"  # the observer loads it
@@ -384,10 +405,14 @@ class BackfillWidget(anywidget.AnyWidget):
             self._send_whole()
             return
         self._trait_values.update(
-            status=self._status.tobytes(), attempts=self._attempts.tobytes(), durations=self._durations.astype("<f4").tobytes()
+            status=self._status.tobytes(),
+            attempts=self._attempts.tobytes(),
+            durations=self._durations.astype("<f4").tobytes(),
         )
         buffers = [
-            cells.astype("<u4").tobytes(), self._status[cells].tobytes(), self._attempts[cells].tobytes(),
+            cells.astype("<u4").tobytes(),
+            self._status[cells].tobytes(),
+            self._attempts[cells].tobytes(),
             self._durations[cells].astype("<f4").tobytes(),
         ]
         self.send({"type": "delta", "count": len(cells)}, buffers=buffers)
@@ -406,7 +431,9 @@ class BackfillWidget(anywidget.AnyWidget):
             runs = self._apply(self._storage.changes(tracker.seq, record.id))
             if self.view == "backfill":
                 self._send_cells(self._paint(np.array(sorted(runs), np.int64)))
-        progress = tracker.progress(record, note) if tracker is not None else Backfill(record.id, self._storage).progress()
+        progress = (
+            tracker.progress(record, note) if tracker is not None else Backfill(record.id, self._storage).progress()
+        )
         state = self._backfill_state(record)
         summary = progress.to_json()
         with self.hold_sync():  # the header and its summary line reach the front end together
@@ -421,19 +448,29 @@ class BackfillWidget(anywidget.AnyWidget):
     def _announce(self, record: BackfillRecord, progress: Progress) -> None:
         """A notice when the backfill in view changes status (done, canceled, failed, paused...)."""
         words = {
-            BackfillStatus.COMPLETED_SUCCESS: "completed", BackfillStatus.COMPLETED_FAILED: "completed with failures",
-            BackfillStatus.CANCELED: "was canceled", BackfillStatus.CANCELING: "is canceling",
-            BackfillStatus.PAUSED: "is paused", BackfillStatus.REQUESTED: "is running", BackfillStatus.FAILED: "failed",
+            BackfillStatus.COMPLETED_SUCCESS: "completed",
+            BackfillStatus.COMPLETED_FAILED: "completed with failures",
+            BackfillStatus.CANCELED: "was canceled",
+            BackfillStatus.CANCELING: "is canceling",
+            BackfillStatus.PAUSED: "is paused",
+            BackfillStatus.REQUESTED: "is running",
+            BackfillStatus.FAILED: "failed",
         }
         kind = "error" if record.status in (BackfillStatus.FAILED, BackfillStatus.COMPLETED_FAILED) else "info"
         self._notify(kind, f"backfill {record.id} {words.get(record.status, record.status)}: {progress.line()}")
 
     def _backfill_state(self, record: BackfillRecord) -> dict[str, Any]:
         return {
-            "id": record.id, "status": str(record.status), "created": record.created, "ended": record.ended,
-            "partitions": record.num_partitions, "coordinator": record.options.get("coordinator"),
-            "max_concurrent": record.options.get("max_concurrent"), "executor": record.options.get("executor"),
-            "error": record.error, "process": process_of(self._storage, record),
+            "id": record.id,
+            "status": str(record.status),
+            "created": record.created,
+            "ended": record.ended,
+            "partitions": record.num_partitions,
+            "coordinator": record.options.get("coordinator"),
+            "max_concurrent": record.options.get("max_concurrent"),
+            "executor": record.options.get("executor"),
+            "error": record.error,
+            "process": process_of(self._storage, record),
             "done": record.status in BACKFILL_DONE,
         }
 
@@ -462,7 +499,12 @@ class BackfillWidget(anywidget.AnyWidget):
             self.preview = {"count": 0, "error": str(error)}
             return
         chosen = the_plan.loc[the_plan["action"] == "launch", "partition"].tolist()
-        self.preview = {"count": len(chosen), "first": chosen[0] if chosen else None, "last": chosen[-1] if chosen else None, "error": None}
+        self.preview = {
+            "count": len(chosen),
+            "first": chosen[0] if chosen else None,
+            "last": chosen[-1] if chosen else None,
+            "error": None,
+        }
 
     def _launch(self, selection: dict[str, Any], form: dict[str, Any]) -> None:
         options, tags = launch_form(form)
@@ -483,7 +525,9 @@ class BackfillWidget(anywidget.AnyWidget):
     def _control(self, verb: str, content: dict[str, Any]) -> None:
         if self._backfill_id is None:
             raise NbBackfillError("no backfill in view: launch one first")
-        arg = whole_number("max concurrent", content.get("value"), allow_none=False) if verb == "max_concurrent" else None
+        arg = (
+            whole_number("max concurrent", content.get("value"), allow_none=False) if verb == "max_concurrent" else None
+        )
         before = self._last_status
         said = control(self._storage, self._backfill_id, verb, arg, self._job)
         with self._lock:
@@ -498,7 +542,15 @@ class BackfillWidget(anywidget.AnyWidget):
         partition_index, step_index = divmod(cell, self._n_steps)
         partition = self._partition_keys[partition_index]
         step = self._job.step_names[step_index]
-        reply = {"type": "detail", "cell": cell, "partition": partition, "step": step, "log": "", "error": None, "status": None}
+        reply = {
+            "type": "detail",
+            "cell": cell,
+            "partition": partition,
+            "step": step,
+            "log": "",
+            "error": None,
+            "status": None,
+        }
         if self._backfill_id is not None:
             handle = Backfill(self._backfill_id, self._storage, self._job)
             try:

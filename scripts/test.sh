@@ -4,7 +4,7 @@
 # 1. Debian's Chromium for the browser tests (apt-get, only when /usr/bin/chromium is missing;
 #    never `playwright install`: browsers cannot be downloaded here).
 # 2. .venv with the package and its test extras.
-# 3. pytest.
+# 3. ruff (lint and format, configured in pyproject.toml), then pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -46,4 +46,6 @@ if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
 .venv/bin/pip install -q -e ".[test]"
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
 exec .venv/bin/python -m pytest -q "$@"

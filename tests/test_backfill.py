@@ -81,7 +81,12 @@ def test_multi_partitions_are_a_multiindex(store):
     def two(one):
         return one
 
-    bf = nbb.launch_backfill(nbb.Job("multi_job", steps=[one, two], partitions_def=multi), from_="2024-01-01|eu", to="2024-01-02|us", instance=store)
+    bf = nbb.launch_backfill(
+        nbb.Job("multi_job", steps=[one, two], partitions_def=multi),
+        from_="2024-01-01|eu",
+        to="2024-01-02|us",
+        instance=store,
+    )
     bf.wait(timeout=10)
     steps = bf.steps_df()
     assert steps.index.names == ["date", "region"] and list(steps.columns) == ["one", "two"]
@@ -125,13 +130,18 @@ def test_dry_run_returns_the_plan_and_writes_nothing(store):
             raise ValueError("x")
 
     nbb.launch_backfill(planned, partitions="2024-01-01,2024-01-02", instance=store).wait(timeout=10)
+
     def written():
-        return store.query("SELECT (SELECT COUNT(*) FROM runs), (SELECT COUNT(*) FROM backfills), (SELECT COUNT(*) FROM events)")
+        return store.query(
+            "SELECT (SELECT COUNT(*) FROM runs), (SELECT COUNT(*) FROM backfills), (SELECT COUNT(*) FROM events)"
+        )
 
     before = written()
     the_plan = nbb.launch_backfill(planned, missing_only=True, dry_run=True, instance=store)
     assert written() == before
-    assert the_plan.loc["2024-01-01", "reason"] == "already succeeded" and the_plan.loc["2024-01-01", "action"] == "skip"
+    assert (
+        the_plan.loc["2024-01-01", "reason"] == "already succeeded" and the_plan.loc["2024-01-01", "action"] == "skip"
+    )
     assert the_plan.loc["2024-01-02", "reason"] == "failed" and the_plan.loc["2024-01-02", "action"] == "launch"
     assert the_plan.loc["2024-01-05", "reason"] == "missing" and the_plan.loc["2024-01-05", "action"] == "launch"
     failed = nbb.launch_backfill(planned, failed_only=True, instance=store)
@@ -146,7 +156,11 @@ def test_dry_run_returns_the_plan_and_writes_nothing(store):
         ({"coordinator": "queued", "max_concurrent": 0}, nbb.InvalidOptionError, ["max_concurrent", "0"]),
         ({"max_concurrent": 2}, nbb.InvalidOptionError, ["coordinator='queued'"]),
         ({"coordinator": "queued", "tag_concurrency_limits": [{"key": "a"}]}, nbb.InvalidOptionError, ["'limit'"]),
-        ({"coordinator": "queued", "tag_concurrency_limits": [{"key": "a", "limit": -1}]}, nbb.InvalidOptionError, ["-1"]),
+        (
+            {"coordinator": "queued", "tag_concurrency_limits": [{"key": "a", "limit": -1}]},
+            nbb.InvalidOptionError,
+            ["-1"],
+        ),
         ({"executor": "gpu"}, nbb.InvalidOptionError, ["'gpu'", "'thread'", "'process'"]),
         ({"max_workers": "4"}, nbb.InvalidOptionError, ["max_workers", "'4'"]),
         ({"order": "random"}, nbb.InvalidOptionError, ["'random'", "'asc'", "'desc'"]),
@@ -240,7 +254,10 @@ def test_max_concurrent_set_live_on_the_default_coordinator(store):
 
 def test_tag_limits_hold_back_only_matching_runs(store):
     multi = nbb.MultiPartitionsDefinition(
-        {"day": nbb.StaticPartitionsDefinition([str(i) for i in range(6)]), "region": nbb.StaticPartitionsDefinition(["eu", "us"])}
+        {
+            "day": nbb.StaticPartitionsDefinition([str(i) for i in range(6)]),
+            "region": nbb.StaticPartitionsDefinition(["eu", "us"]),
+        }
     )
     lock = threading.Lock()
     active: dict[str, int] = {"eu": 0, "us": 0}
@@ -266,7 +283,10 @@ def test_tag_limits_hold_back_only_matching_runs(store):
 
 def test_per_value_tag_limit(store):
     multi = nbb.MultiPartitionsDefinition(
-        {"day": nbb.StaticPartitionsDefinition([str(i) for i in range(4)]), "region": nbb.StaticPartitionsDefinition(["eu", "us", "ap"])}
+        {
+            "day": nbb.StaticPartitionsDefinition([str(i) for i in range(4)]),
+            "region": nbb.StaticPartitionsDefinition(["eu", "us", "ap"]),
+        }
     )
     lock = threading.Lock()
     active: dict[str, int] = {}
@@ -283,7 +303,9 @@ def test_per_value_tag_limit(store):
             active[region] -= 1
 
     limits = [{"key": "nb_backfill/partition/region", "value": {"applyLimitPerUniqueValue": True}, "limit": 1}]
-    bf = nbb.launch_backfill(per_region, all=True, coordinator="queued", max_concurrent=6, tag_concurrency_limits=limits, instance=store)
+    bf = nbb.launch_backfill(
+        per_region, all=True, coordinator="queued", max_concurrent=6, tag_concurrency_limits=limits, instance=store
+    )
     assert bf.wait(timeout=20) == "COMPLETED_SUCCESS"
     assert peak[0] == 1
 
@@ -299,11 +321,23 @@ def test_priority_tag_goes_first_under_a_shared_limit(store):
             gate.wait(10)
 
     limits = [{"key": "pool", "value": "db", "limit": 1}]
-    low = nbb.launch_backfill(pooled, partitions="a1,a2,a3", tags={"pool": "db"}, coordinator="queued", tag_concurrency_limits=limits, instance=store)
+    low = nbb.launch_backfill(
+        pooled,
+        partitions="a1,a2,a3",
+        tags={"pool": "db"},
+        coordinator="queued",
+        tag_concurrency_limits=limits,
+        instance=store,
+    )
     while not order:
         time.sleep(0.01)
     high = nbb.launch_backfill(
-        pooled, partitions="b1,b2", tags={"pool": "db", "priority": "10"}, coordinator="queued", tag_concurrency_limits=limits, instance=store
+        pooled,
+        partitions="b1,b2",
+        tags={"pool": "db", "priority": "10"},
+        coordinator="queued",
+        tag_concurrency_limits=limits,
+        instance=store,
     )
     time.sleep(0.2)
     gate.set()
@@ -318,7 +352,9 @@ def test_order_desc_runs_newest_first(store):
     def ordered(context):
         order.append(context.partition_key)
 
-    nbb.launch_backfill(ordered, from_="2024-01-01", to="2024-01-04", order="desc", max_workers=1, instance=store).wait(timeout=10)
+    nbb.launch_backfill(ordered, from_="2024-01-01", to="2024-01-04", order="desc", max_workers=1, instance=store).wait(
+        timeout=10
+    )
     assert order == ["2024-01-04", "2024-01-03", "2024-01-02", "2024-01-01"]
 
 
@@ -394,7 +430,9 @@ def test_job_retries_with_backoff_record_every_attempt(store):
     assert run["attempt"] == 3 and run["status"] == "SUCCESS"
     events = store.events(run["run_id"])
     assert [(s, a) for step, s, a, *_ in events if step is None and s in ("FAILURE", "SUCCESS")] == [
-        ("FAILURE", 1), ("FAILURE", 2), ("SUCCESS", 3)
+        ("FAILURE", 1),
+        ("FAILURE", 2),
+        ("SUCCESS", 3),
     ]
 
 

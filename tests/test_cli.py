@@ -69,20 +69,33 @@ class Cli:
         self.fail_flag = folder / "fail"
         (folder / "jobs.py").write_text(JOBS)
         self.env = {
-            **os.environ, "NB_BACKFILL_HOME": str(self.store), "COLUMNS": "100", "FAIL_FLAG": str(self.fail_flag)
+            **os.environ,
+            "NB_BACKFILL_HOME": str(self.store),
+            "COLUMNS": "100",
+            "FAIL_FLAG": str(self.fail_flag),
         }
 
     def __call__(self, *args: str, stdin: str | None = None, **env: str) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [str(SCRIPT), *args], cwd=self.folder, env={**self.env, **env}, input=stdin, capture_output=True,
-            text=True, timeout=60,
+            [str(SCRIPT), *args],
+            cwd=self.folder,
+            env={**self.env, **env},
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
 
     def start(self, *args: str, **env: str) -> subprocess.Popen:
         """A running command that a SIGINT interrupts (even if this test runs where SIGINT is ignored)."""
         return subprocess.Popen(
-            [str(SCRIPT), *args], cwd=self.folder, env={**self.env, **env}, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+            [str(SCRIPT), *args],
+            cwd=self.folder,
+            env={**self.env, **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
 
     def backfills(self):
@@ -118,10 +131,32 @@ def test_the_seed_documentations_three_commands(cli):
     assert "2021-04-01  2021-04-02" in everything.stdout and "2021-05-31" in everything.stdout
     assert "COMPLETED_SUCCESS" in everything.stdout
 
-    two = cli("job", "backfill", "-p", "do_stuff_partitioned", "-f", "jobs.py", "--partitions", "2021-04-01,2021-04-02", stdin="y\n")
+    two = cli(
+        "job",
+        "backfill",
+        "-p",
+        "do_stuff_partitioned",
+        "-f",
+        "jobs.py",
+        "--partitions",
+        "2021-04-01,2021-04-02",
+        stdin="y\n",
+    )
     assert two.returncode == 0 and "(2 partitions)? [y/N]" in two.stdout
 
-    month = cli("job", "backfill", "-p", "do_stuff_partitioned", "-f", "jobs.py", "--from", "2021-04-01", "--to", "2021-05-01", stdin="y\n")
+    month = cli(
+        "job",
+        "backfill",
+        "-p",
+        "do_stuff_partitioned",
+        "-f",
+        "jobs.py",
+        "--from",
+        "2021-04-01",
+        "--to",
+        "2021-05-01",
+        stdin="y\n",
+    )
     assert month.returncode == 0 and "(31 partitions)? [y/N]" in month.stdout
 
     listing = cli.backfills()
@@ -139,7 +174,19 @@ def test_no_or_no_answer_launches_nothing(cli, answer):
 
 def test_exit_code_is_1_when_a_run_fails_and_the_summary_names_it(cli):
     cli.fail_flag.touch()
-    result = cli("job", "backfill", "-p", "flaky", "-f", "jobs.py", "--noprompt", "--tags", '{"team": "data"}', "--tags", "owner=me")
+    result = cli(
+        "job",
+        "backfill",
+        "-p",
+        "flaky",
+        "-f",
+        "jobs.py",
+        "--noprompt",
+        "--tags",
+        '{"team": "data"}',
+        "--tags",
+        "owner=me",
+    )
     assert result.returncode == 1
     assert "Do you want" not in result.stdout
     assert "COMPLETED_FAILED" in result.stdout
@@ -152,13 +199,22 @@ def test_exit_code_is_1_when_a_run_fails_and_the_summary_names_it(cli):
 @pytest.mark.parametrize(
     "args, expected",
     [
-        (["-p", "flakx"], "error: unknown job 'flakx' in 'jobs.py'; did you mean 'flaky'? (available jobs: 'do_stuff_partitioned', 'flaky'"),
+        (
+            ["-p", "flakx"],
+            "error: unknown job 'flakx' in 'jobs.py'; did you mean 'flaky'? (available jobs: 'do_stuff_partitioned', 'flaky'",
+        ),
         ([], "error: choose a job with -p JOB: 'jobs.py' has 'do_stuff_partitioned', 'flaky'"),
         (["-p", "flaky", "--partitions", "a,zz"], "error: unknown partition key 'zz'"),
         (["-p", "flaky", "--from", "bad", "--to", "a"], "error: from 'bad' comes after to 'a'"),
-        (["-p", "flaky", "--executor", "gpu"], "error: argument --executor: invalid choice: 'gpu' (choose from 'thread', 'process')"),
+        (
+            ["-p", "flaky", "--executor", "gpu"],
+            "error: argument --executor: invalid choice: 'gpu' (choose from 'thread', 'process')",
+        ),
         (["-p", "flaky", "--tags", "team"], "error: argument --tags: expected key=value or JSON"),
-        (["-p", "flaky", "--max-concurrent", "2"], "error: max_concurrent and tag_concurrency_limits apply to the queued coordinator"),
+        (
+            ["-p", "flaky", "--max-concurrent", "2"],
+            "error: max_concurrent and tag_concurrency_limits apply to the queued coordinator",
+        ),
     ],
 )
 def test_usage_errors_are_one_line_exit_2_and_write_nothing(cli, args, expected):
@@ -184,16 +240,23 @@ def test_the_seed_commands_verbatim_with_the_project_in_pyproject(cli):
 
 
 def test_a_job_source_is_required_and_must_exist(cli):
-    assert "pass -f FILE.py (or a .ipynb notebook) or -m MODULE, or set python_file" in _error_line(cli("job", "backfill", "-p", "flaky"))
-    assert _error_line(cli("job", "list", "-f", "nothere.py")) == "error: no such file 'nothere.py' (-f takes a .py file or a .ipynb notebook)"
+    assert "pass -f FILE.py (or a .ipynb notebook) or -m MODULE, or set python_file" in _error_line(
+        cli("job", "backfill", "-p", "flaky")
+    )
+    assert (
+        _error_line(cli("job", "list", "-f", "nothere.py"))
+        == "error: no such file 'nothere.py' (-f takes a .py file or a .ipynb notebook)"
+    )
     assert "cannot import module 'nothere'" in _error_line(cli("job", "list", "-m", "nothere"))
 
 
 def test_ctrl_c_cancels_cleanly_and_resume_finishes(cli):
-    running = cli.start("job", "backfill", "-p", "slow", "-f", "jobs.py", "--noprompt", "--max-workers", "2", SLOW_SECONDS="0.3")
+    running = cli.start(
+        "job", "backfill", "-p", "slow", "-f", "jobs.py", "--noprompt", "--max-workers", "2", SLOW_SECONDS="0.3"
+    )
     backfill_id = cli.wait_for_successes(2)
     running.send_signal(signal.SIGINT)
-    out, err = running.communicate(timeout=20)
+    _out, err = running.communicate(timeout=20)
     assert running.returncode == 130, err
     assert f"resume it with: nb-backfill backfill resume {backfill_id} -f jobs.py" in err
     assert "Traceback" not in err
@@ -207,7 +270,9 @@ def test_ctrl_c_cancels_cleanly_and_resume_finishes(cli):
 
 
 def test_cancel_from_another_terminal_stops_the_running_command(cli):
-    running = cli.start("job", "backfill", "-p", "slow", "-f", "jobs.py", "--noprompt", "--max-workers", "2", SLOW_SECONDS="0.3")
+    running = cli.start(
+        "job", "backfill", "-p", "slow", "-f", "jobs.py", "--noprompt", "--max-workers", "2", SLOW_SECONDS="0.3"
+    )
     backfill_id = cli.wait_for_successes(1)
     canceled = cli("backfill", "cancel", backfill_id)
     assert canceled.returncode == 0 and canceled.stdout.startswith(f"canceling backfill {backfill_id}: ")
@@ -248,7 +313,16 @@ def test_list_status_and_runs_in_every_format(cli):
     assert records[0]["error"] is None and "RuntimeError: bad partition" in records[2]["error"]
     assert isinstance(records[0]["duration"], float) and records[0]["start_time"].endswith("+00:00")
     table = cli("runs", "--backfill", backfill_id).stdout.splitlines()
-    assert table[0].split() == ["partition", "run_id", "status", "attempt", "start_time", "end_time", "duration", "error"]
+    assert table[0].split() == [
+        "partition",
+        "run_id",
+        "status",
+        "attempt",
+        "start_time",
+        "end_time",
+        "duration",
+        "error",
+    ]
     assert table[3].endswith("RuntimeError: bad partition")
 
 
@@ -265,31 +339,62 @@ def test_jobs_load_from_a_notebook_skipping_magics_and_shell_lines(cli):
             ("markdown", "# Jobs"),
             ("code", "%load_ext nb_backfill\nimport nb_backfill as nbb\n!echo hello"),
             ("code", "%%bash\nexit 1"),
-            ("code", "@nbb.job(partitions_def=nbb.StaticPartitionsDefinition(['x', 'y']))\ndef from_notebook(context):\n    if False:\n        !ls\n"),
+            (
+                "code",
+                "@nbb.job(partitions_def=nbb.StaticPartitionsDefinition(['x', 'y']))\ndef from_notebook(context):\n    if False:\n        !ls\n",
+            ),
             ("code", "%backfill -p from_notebook --all"),
         )
     )
-    assert cli("job", "list", "-f", "jobs.ipynb").stdout == "from_notebook: 2 partitions from 'x' to 'y' (steps: from_notebook)\n"
+    assert (
+        cli("job", "list", "-f", "jobs.ipynb").stdout
+        == "from_notebook: 2 partitions from 'x' to 'y' (steps: from_notebook)\n"
+    )
     result = cli("job", "backfill", "-p", "from_notebook", "-f", "jobs.ipynb", "--noprompt")
     assert result.returncode == 0, result.stderr
     assert "COMPLETED_SUCCESS" in result.stdout
 
 
 def test_an_error_in_a_notebook_cell_names_the_cell(cli):
-    (cli.folder / "broken.ipynb").write_text(_notebook(("code", "import nb_backfill as nbb"), ("code", "\nx = 1\ny = x / 0")))
+    (cli.folder / "broken.ipynb").write_text(
+        _notebook(("code", "import nb_backfill as nbb"), ("code", "\nx = 1\ny = x / 0"))
+    )
     result = cli("job", "list", "-f", "broken.ipynb")
     assert result.returncode == 2
-    assert _error_line(result) == "error: notebook 'broken.ipynb', cell 2 ('x = 1'): ZeroDivisionError: division by zero (line 3)"
+    assert (
+        _error_line(result)
+        == "error: notebook 'broken.ipynb', cell 2 ('x = 1'): ZeroDivisionError: division by zero (line 3)"
+    )
 
 
 def test_dry_run_prints_the_plan_and_python_m_works(cli):
     cli("job", "backfill", "-p", "flaky", "-f", "jobs.py", "--partitions", "a", "--noprompt")
     plan = subprocess.run(
-        [sys.executable, "-m", "nb_backfill", "job", "backfill", "-p", "flaky", "-f", "jobs.py", "--missing", "--dry-run"],
-        cwd=cli.folder, env=cli.env, capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "nb_backfill",
+            "job",
+            "backfill",
+            "-p",
+            "flaky",
+            "-f",
+            "jobs.py",
+            "--missing",
+            "--dry-run",
+        ],
+        cwd=cli.folder,
+        env=cli.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert plan.returncode == 0, plan.stderr
-    assert [line.split()[:2] for line in plan.stdout.splitlines()[1:]] == [["a", "skip"], ["b", "launch"], ["bad", "launch"]]
+    assert [line.split()[:2] for line in plan.stdout.splitlines()[1:]] == [
+        ["a", "skip"],
+        ["b", "launch"],
+        ["bad", "launch"],
+    ]
     assert len(cli.backfills()) == 1
 
 
@@ -326,7 +431,10 @@ def test_progress_line():
     [
         (["--partitions", 'a,"b'], "error: cannot split the partitions 'a,\"b' into keys (unexpected end of data): "),
         (["--partitions", b"a,caf\xe9"], "error: partition key 'caf\\udce9' is not valid text"),
-        (["--max-workers", "100000"], "error: max_workers=100,000 is more than the thread executor can run at once here: give at most 256"),
+        (
+            ["--max-workers", "100000"],
+            "error: max_workers=100,000 is more than the thread executor can run at once here: give at most 256",
+        ),
     ],
     ids=["unbalanced-quote", "not-utf8", "too-many-workers"],
 )
@@ -338,7 +446,9 @@ def test_bad_values_are_one_error_line_exit_2_and_write_nothing(cli, args, expec
 
 
 def test_a_second_ctrl_c_stops_the_runs_now_and_leaves_the_backfill_canceled(cli):
-    running = cli.start("job", "backfill", "-p", "slow", "-f", "jobs.py", "--noprompt", "--max-workers", "2", SLOW_SECONDS="20")
+    running = cli.start(
+        "job", "backfill", "-p", "slow", "-f", "jobs.py", "--noprompt", "--max-workers", "2", SLOW_SECONDS="20"
+    )
     deadline = time.monotonic() + 20
     backfill_id = None
     while time.monotonic() < deadline and backfill_id is None:  # two runs sleeping: a cancel would wait for them

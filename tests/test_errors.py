@@ -100,7 +100,11 @@ def test_max_workers_above_the_partition_count_is_capped_at_it(store):
 def test_a_tag_limit_that_could_never_start_a_run_is_refused(store, quick, limit):
     with pytest.raises(nbb.InvalidOptionError) as raised:
         nbb.launch_backfill(
-            quick, all=True, coordinator="queued", tag_concurrency_limits=[{"key": "team", "limit": limit}], instance=store
+            quick,
+            all=True,
+            coordinator="queued",
+            tag_concurrency_limits=[{"key": "team", "limit": limit}],
+            instance=store,
         )
     message = str(raised.value)
     assert "the 'limit' of tag 'team' must be a whole number >= 1" in message and f"got {limit!r}" in message
@@ -262,7 +266,11 @@ def test_an_empty_file_is_initialised_as_a_new_store(tmp_path, quick):
 def test_a_version_1_store_is_migrated_and_its_backfills_still_read(tmp_path, quick):
     path = _store_file(tmp_path, "store")
     t = 1_700_000_000.0
-    runs = [("old-r1", "t1", 0, "SUCCESS", "NULL"), ("old-r2", "t2", 1, "FAILURE", "'boom'"), ("old-r3", "t3", 2, "SUCCESS", "NULL")]
+    runs = [
+        ("old-r1", "t1", 0, "SUCCESS", "NULL"),
+        ("old-r2", "t2", 1, "FAILURE", "'boom'"),
+        ("old-r3", "t3", 2, "SUCCESS", "NULL"),
+    ]
     _sqlite(
         path,
         *storage_module._V1,
@@ -376,7 +384,9 @@ def test_a_read_only_store_is_readable_and_refuses_writes(held_open):
         assert lines["launch"].startswith(f"StorageError: the nb_backfill store {where} is read-only")
         assert "make the folder writable or use another one with $NB_BACKFILL_HOME" in lines["launch"]
         assert lines["retry"].startswith("BackfillStateError: nothing to retry")  # known without writing anything
-        assert lines["new-store"].startswith(f"StorageError: cannot create the nb_backfill store in {str(home / 'inner')!r}")
+        assert lines["new-store"].startswith(
+            f"StorageError: cannot create the nb_backfill store in {str(home / 'inner')!r}"
+        )
         assert lines["backfills"] == "1"
     finally:
         if writer is not None:
@@ -408,14 +418,18 @@ def test_a_script_without_a_main_guard_is_refused_and_creates_no_backfill(tmp_pa
     assert result.returncode == 1
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("nb_backfill.errors.InvalidOptionError: the process executor starts worker processes")
-    assert repr(str(script)) in last and 'line 8 (`bf = nbb.launch_backfill(work, all=True, executor="process", ' in last
+    assert (
+        repr(str(script)) in last and 'line 8 (`bf = nbb.launch_backfill(work, all=True, executor="process", ' in last
+    )
     assert 'put it under `if __name__ == "__main__":`' in last and "executor='thread'" in last
     assert last.endswith("nothing was launched")
     assert not store.exists()  # refused before the store is even opened
 
     guarded = tmp_path / "guarded.py"
     lines = UNGUARDED.splitlines()
-    guarded.write_text("\n".join(lines[:7] + ['if __name__ == "__main__":'] + ["    " + line for line in lines[7:]]) + "\n")
+    guarded.write_text(
+        "\n".join(lines[:7] + ['if __name__ == "__main__":'] + ["    " + line for line in lines[7:]]) + "\n"
+    )
     result = subprocess.run([sys.executable, str(guarded), str(store)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "COMPLETED_SUCCESS"
@@ -513,7 +527,10 @@ def test_orphaned_workers_leave_quietly_when_their_parent_is_killed(tmp_path):
     script = tmp_path / "orphans.py"
     script.write_text(ORPHANS)
     parent = subprocess.Popen(
-        [sys.executable, str(script), str(tmp_path / "store")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, str(script), str(tmp_path / "store")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         assert parent.stdout.readline().strip() == "started", parent.stderr.read()

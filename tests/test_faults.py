@@ -46,7 +46,11 @@ def snapshot(store) -> tuple:
     with sqlite3.connect(Path(store) / "nb_backfill.db") as conn:
         return tuple(
             conn.execute(sql).fetchall()
-            for sql in ("SELECT * FROM backfills", "SELECT run_id, status, attempt FROM runs", "SELECT COUNT(*) FROM events")
+            for sql in (
+                "SELECT * FROM backfills",
+                "SELECT run_id, status, attempt FROM runs",
+                "SELECT COUNT(*) FROM events",
+            )
         )
 
 
@@ -57,8 +61,11 @@ def _executions(marks: Path, mode: str) -> list[str]:
 def launch(script, store, marks, **env):
     """The job script launching its backfill in a process of its own (stdout: id, then final status)."""
     return subprocess.Popen(
-        [sys.executable, str(script), str(store), str(marks), "launch"], stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True, env={**os.environ, **env},
+        [sys.executable, str(script), str(store), str(marks), "launch"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **env},
     )
 
 
@@ -88,11 +95,15 @@ def test_sigkill_then_resume(tmp_path, script, kill_after):
     succeeded = set(runs.index[runs["status"] == "SUCCESS"])
     assert succeeded <= executed  # a recorded success really ran
     assert bf.status == "REQUESTED"  # unfinished, resumable, and says why it does not move:
-    assert "stopped before it finished" in bf.progress().note and f"resume_backfill('{backfill_id}')" in bf.progress().note
+    assert (
+        "stopped before it finished" in bf.progress().note and f"resume_backfill('{backfill_id}')" in bf.progress().note
+    )
     assert nbb.list_backfills(instance=store).loc[backfill_id, "process"] == "stopped: resume it"
     with pytest.raises(nbb.BackfillStateError, match="resume"):
         bf.wait(timeout=5)
-    job = nbb.Job("work", [nbb.step(lambda: None, name="work")], nbb.StaticPartitionsDefinition([f"p{i:03d}" for i in range(60)]))
+    job = nbb.Job(
+        "work", [nbb.step(lambda: None, name="work")], nbb.StaticPartitionsDefinition([f"p{i:03d}" for i in range(60)])
+    )
     status = nbb.partition_status(job, instance=store)["status"]
     assert set(status[status == "SUCCESS"].index) == succeeded
     assert set(status[status != "SUCCESS"]) <= {"MISSING"}  # a dead owner's runs are not in progress
@@ -102,7 +113,10 @@ def test_sigkill_then_resume(tmp_path, script, kill_after):
     assert Engine.existing(nbb.get_instance(store)) is None  # ...and started no engine thread
 
     resume = subprocess.run(
-        [sys.executable, str(script), str(store), str(marks), "resume", backfill_id], capture_output=True, text=True, timeout=120
+        [sys.executable, str(script), str(store), str(marks), "resume", backfill_id],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert resume.returncode == 0, resume.stderr
     assert resume.stdout.strip() == "COMPLETED_SUCCESS"
@@ -123,7 +137,11 @@ def test_resume_refuses_while_the_owner_runs_it(tmp_path, script):
     try:
         backfill_id = launched.stdout.readline().strip()
         with pytest.raises(nbb.BackfillStateError, match="being run by another process"):
-            nbb.resume_backfill(backfill_id, job=nbb.Job("work", [nbb.step(lambda: None, name="w")], nbb.StaticPartitionsDefinition(["x"])), instance=store)
+            nbb.resume_backfill(
+                backfill_id,
+                job=nbb.Job("work", [nbb.step(lambda: None, name="w")], nbb.StaticPartitionsDefinition(["x"])),
+                instance=store,
+            )
         nbb.get_backfill(backfill_id, instance=store).cancel()  # the owner reads it back from storage
         assert launched.stdout.readline().strip() == "CANCELED"
     finally:

@@ -68,7 +68,9 @@ class FakeExecutor:
         owner.executors.append(self)
 
     def submit(self, job, request) -> None:
-        assert self.world.store_status(request.run_id) != RunStatus.SUCCESS, f"{request.run_id} succeeded and was submitted again"
+        assert self.world.store_status(request.run_id) != RunStatus.SUCCESS, (
+            f"{request.run_id} succeeded and was submitted again"
+        )
         self.queued.append(FakeRun(request.run_id, request.attempt))
 
     def withdraw(self, run_id: str) -> bool:
@@ -123,7 +125,11 @@ class FakeExecutor:
             self._finish(run, RunStatus.CANCELED, [(s, StepStatus.CANCELED) for s in STEPS[run.step :]])
             return
         if rng.random() < 0.15:  # the running step fails: the rest are skipped
-            self._finish(run, RunStatus.FAILURE, [(STEPS[run.step], StepStatus.FAILURE)] + [(s, StepStatus.SKIPPED) for s in STEPS[run.step + 1 :]])
+            self._finish(
+                run,
+                RunStatus.FAILURE,
+                [(STEPS[run.step], StepStatus.FAILURE)] + [(s, StepStatus.SKIPPED) for s in STEPS[run.step + 1 :]],
+            )
             return
         self.emit(Event(run.run_id, StepStatus.SUCCESS, now, run.attempt, STEPS[run.step]))
         run.step += 1
@@ -179,8 +185,10 @@ class World:
         self.commands: list[int] = []
         retries = rng.choice([0, 0, 1])
         self.job = nbb.Job(
-            f"job{seed}", [nbb.step(lambda: 1, name="extract"), nbb.step(lambda extract: 2, name="load")],
-            nbb.StaticPartitionsDefinition([f"k{i}" for i in range(6)]), retries=retries,
+            f"job{seed}",
+            [nbb.step(lambda: 1, name="extract"), nbb.step(lambda extract: 2, name="load")],
+            nbb.StaticPartitionsDefinition([f"k{i}" for i in range(6)]),
+            retries=retries,
         )
         for _ in range(2):
             self.spawn()
@@ -188,7 +196,9 @@ class World:
     def spawn(self) -> Process:
         process = Process(len(self.processes), self, self.sleepers.pop() if self.sleepers else _sleeper())
         process.engine = Engine(
-            self.store, owner=process.token, threaded=False,
+            self.store,
+            owner=process.token,
+            threaded=False,
             executors=lambda name, workers, emit, p=process: FakeExecutor(self, p, workers, emit),
         )
         self.processes.append(process)
@@ -205,11 +215,22 @@ class World:
     def launch(self, process: Process) -> None:
         keys = sorted(self.rng.sample(self.job.partitions_def.get_partition_keys(), self.rng.randint(1, 6)))
         queued = self.rng.random() < 0.5
-        options = LaunchOptions(coordinator="queued" if queued else "default", max_concurrent=self.rng.randint(1, 3) if queued else None)
+        options = LaunchOptions(
+            coordinator="queued" if queued else "default", max_concurrent=self.rng.randint(1, 3) if queued else None
+        )
         record = BackfillRecord(
-            id=f"s{self.seed}b{len(self.backfills)}", job_name=self.job.name, status=BackfillStatus.REQUESTED,
-            created=float(len(self.backfills)), updated=0.0, ended=None, num_partitions=len(keys), options=options.to_json(),
-            tags={}, partitions_def="x", owner=process.token, heartbeat=__import__("time").time(),
+            id=f"s{self.seed}b{len(self.backfills)}",
+            job_name=self.job.name,
+            status=BackfillStatus.REQUESTED,
+            created=float(len(self.backfills)),
+            updated=0.0,
+            ended=None,
+            num_partitions=len(keys),
+            options=options.to_json(),
+            tags={},
+            partitions_def="x",
+            owner=process.token,
+            heartbeat=__import__("time").time(),
         )
         run_ids = [f"{record.id}-r-{i:06d}" for i in range(len(keys))]
         self.store.create_backfill(record, zip(run_ids, keys, range(len(keys))))
@@ -230,7 +251,9 @@ class World:
         owner = next((p for p in self.alive() if p.token == record.owner), None)
         try:
             if owner is not None and owner is not process and record.status not in BACKFILL_DONE:
-                self.commands.append(self.store.post_command(backfill_id, owner.token, verb, arg))  # answered in the owner's turn
+                self.commands.append(
+                    self.store.post_command(backfill_id, owner.token, verb, arg)
+                )  # answered in the owner's turn
             else:
                 process.engine.control(backfill_id, verb, arg, self.job)
         except OwnedElsewhere:
@@ -312,12 +335,18 @@ def check(world: World, full: bool = False) -> None:
             state = (RunStatus.QUEUED, 1)
             for step, status, attempt, _ts, _message in store.events(run.run_id):
                 if step is None:
-                    assert run_change_allowed(*state, status, attempt), f"{run.run_id}: {state} -> {status}/{attempt} in the feed"
+                    assert run_change_allowed(*state, status, attempt), (
+                        f"{run.run_id}: {state} -> {status}/{attempt} in the feed"
+                    )
                     state = (status, attempt)
-            assert state == (run.status, run.attempt), f"{run.run_id}: feed says {state}, store says {run.status}/{run.attempt}"
+            assert state == (run.status, run.attempt), (
+                f"{run.run_id}: feed says {state}, store says {run.status}/{run.attempt}"
+            )
     for run_id, processes in world.bodies.items():
         # a body completes twice only when the first process died before the store heard of it
-        assert sum(p.alive for p in processes) <= 1 and all(not p.alive for p in processes[:-1]), f"{run_id} completed twice"
+        assert sum(p.alive for p in processes) <= 1 and all(not p.alive for p in processes[:-1]), (
+            f"{run_id} completed twice"
+        )
 
 
 def check_settled(world: World) -> None:
@@ -326,7 +355,9 @@ def check_settled(world: World) -> None:
         assert world.store.get_backfill(backfill_id).status in BACKFILL_DONE
     for run_id, processes in world.bodies.items():
         if processes[-1].alive:
-            assert world.store_status(run_id) == RunStatus.SUCCESS, f"{run_id}: its body completed, yet it is {world.store_status(run_id)}"
+            assert world.store_status(run_id) == RunStatus.SUCCESS, (
+                f"{run_id}: its body completed, yet it is {world.store_status(run_id)}"
+            )
     alive = {p.token for p in world.alive()}
     for command in world.commands:  # answered by their owner, or closed when it died and another took over
         done, _result, _error = world.store.command_outcome(command)

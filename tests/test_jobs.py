@@ -5,8 +5,7 @@ import threading
 import pytest
 
 import nb_backfill as nbb
-from nb_backfill.executors.run import RunRequest, execute_run, install_capture
-from nb_backfill.executors.run import RUN_LOGGER
+from nb_backfill.executors.run import RUN_LOGGER, RunRequest, execute_run, install_capture
 
 DAILY = nbb.DailyPartitionsDefinition("2024-01-01", end_date="2024-01-10")
 
@@ -87,9 +86,26 @@ def test_failed_step_skips_downstream_and_fails_the_run():
 @pytest.mark.parametrize(
     ("make", "words"),
     [
-        (lambda: nbb.Job("j", steps=[nbb.step(lambda context: 1, name="a"), nbb.step(lambda missing: 1, name="b")], partitions_def=DAILY), ["'b'", "'missing'", "not a step"]),
-        (lambda: nbb.Job("j", steps=[nbb.step(lambda b: 1, name="a"), nbb.step(lambda a: 1, name="b")], partitions_def=DAILY), ["cycle", "a -> b -> a"]),
-        (lambda: nbb.Job("j", steps=[nbb.step(lambda: 1, name="a"), nbb.step(lambda: 2, name="a")], partitions_def=DAILY), ["unique", "'a'"]),
+        (
+            lambda: nbb.Job(
+                "j",
+                steps=[nbb.step(lambda context: 1, name="a"), nbb.step(lambda missing: 1, name="b")],
+                partitions_def=DAILY,
+            ),
+            ["'b'", "'missing'", "not a step"],
+        ),
+        (
+            lambda: nbb.Job(
+                "j", steps=[nbb.step(lambda b: 1, name="a"), nbb.step(lambda a: 1, name="b")], partitions_def=DAILY
+            ),
+            ["cycle", "a -> b -> a"],
+        ),
+        (
+            lambda: nbb.Job(
+                "j", steps=[nbb.step(lambda: 1, name="a"), nbb.step(lambda: 2, name="a")], partitions_def=DAILY
+            ),
+            ["unique", "'a'"],
+        ),
         (lambda: nbb.Job("j", steps=[42], partitions_def=DAILY), ["must be a function", "42"]),
         (lambda: nbb.Job("j", steps=[], partitions_def=DAILY), ["non-empty list"]),
         (lambda: nbb.Job("j", steps=[lambda: 1], partitions_def="daily"), ["partitions_def", "'daily'"]),
@@ -154,7 +170,12 @@ def test_step_retries_are_attempts():
     status, events = run(nbb.Job("flaky", steps=[flaky], partitions_def=DAILY))
     assert status == "SUCCESS" and len(calls) == 3
     assert [(e.status, e.step_attempt) for e in events if e.step] == [
-        ("RUNNING", 1), ("FAILURE", 1), ("RUNNING", 2), ("FAILURE", 2), ("RUNNING", 3), ("SUCCESS", 3)
+        ("RUNNING", 1),
+        ("FAILURE", 1),
+        ("RUNNING", 2),
+        ("FAILURE", 2),
+        ("RUNNING", 3),
+        ("SUCCESS", 3),
     ]
 
 

@@ -2,7 +2,6 @@
 went wrong before storage enforced one lifecycle, kept so that it cannot come back."""
 
 import asyncio
-import os
 import subprocess
 import sys
 import textwrap
@@ -36,7 +35,10 @@ def store(tmp_path):
 
 def run_paths(store, backfill_id):
     """Each run's sequence of run-level statuses, as the change feed recorded them."""
-    return {r.run_id: [status for step, status, *_ in store.events(r.run_id) if step is None] for r in store.runs(backfill_id)}
+    return {
+        r.run_id: [status for step, status, *_ in store.events(r.run_id) if step is None]
+        for r in store.runs(backfill_id)
+    }
 
 
 def assert_feed_is_a_valid_lifecycle(store, backfill_id):
@@ -58,7 +60,10 @@ def test_terminal_is_final_for_its_attempt_and_only_a_next_attempt_reopens_a_run
         assert run_change_allowed(done, 1, RunStatus.QUEUED, 2)
         assert not run_change_allowed(done, 1, RunStatus.QUEUED, 3)
     assert not run_change_allowed(RunStatus.QUEUED, 1, RunStatus.QUEUED, 2)  # only a done run gets a new attempt
-    assert [s for s in RunStatus if run_change_allowed(s, 1, RunStatus.CANCELING, 1)] == [RunStatus.STARTING, RunStatus.STARTED]
+    assert [s for s in RunStatus if run_change_allowed(s, 1, RunStatus.CANCELING, 1)] == [
+        RunStatus.STARTING,
+        RunStatus.STARTED,
+    ]
     assert not run_change_allowed(RunStatus.STARTED, 2, RunStatus.SUCCESS, 1)  # an older attempt never speaks
     assert step_change_allowed(None, StepStatus.RUNNING) and step_change_allowed(StepStatus.FAILURE, StepStatus.RUNNING)
     assert not step_change_allowed(StepStatus.SUCCESS, StepStatus.FAILURE)
@@ -70,12 +75,15 @@ def test_terminal_is_final_for_its_attempt_and_only_a_next_attempt_reopens_a_run
 def test_storage_drops_a_change_the_lifecycle_does_not_allow(store):
     record = BackfillRecord("bf", "j", "REQUESTED", 0.0, 0.0, None, 1, {}, {}, "x", None, None)
     store.create_backfill(record, [("bf-x-000000", "a", 0)])
-    accepted = store.write_batch([
-        Event("bf-x-000000", "STARTED", 1.0), Event("bf-x-000000", "SUCCESS", 2.0),
-        Event("bf-x-000000", "CANCELING", 3.0),  # the race of issue point 1: after SUCCESS, refused
-        Event("bf-x-000000", "FAILURE", 4.0, message="late"),
-        Event("bf-x-000000", "RUNNING", 5.0, step="s"),  # a step of a finished run: refused
-    ])
+    accepted = store.write_batch(
+        [
+            Event("bf-x-000000", "STARTED", 1.0),
+            Event("bf-x-000000", "SUCCESS", 2.0),
+            Event("bf-x-000000", "CANCELING", 3.0),  # the race of issue point 1: after SUCCESS, refused
+            Event("bf-x-000000", "FAILURE", 4.0, message="late"),
+            Event("bf-x-000000", "RUNNING", 5.0, step="s"),  # a step of a finished run: refused
+        ]
+    )
     assert accepted == 2
     run = store.runs("bf")[0]
     assert (run.status, run.error) == ("SUCCESS", None)
@@ -237,7 +245,9 @@ def test_a_full_disk_that_stays_full_fails_the_backfill_visibly_and_never_hangs(
     bf = nbb.launch_backfill(gated, all=True, max_workers=2, instance=store)
     engine = Engine.existing(store)
     pages = store.query("PRAGMA page_count")[0][0]
-    engine.call(lambda: store._connection().execute(f"PRAGMA max_page_count = {pages}"))  # the engine's writes: SQLITE_FULL
+    engine.call(
+        lambda: store._connection().execute(f"PRAGMA max_page_count = {pages}")
+    )  # the engine's writes: SQLITE_FULL
     big = "x" * 200_000
     engine.emit(Event(store.runs(bf.id)[0].run_id, "LOG", time.time(), 1, None, big))  # needs pages it cannot get
     gate.set()
@@ -258,7 +268,9 @@ def test_a_full_disk_that_stays_full_fails_the_backfill_visibly_and_never_hangs(
 # --- 3. whatever a step raises fails the step, not the worker
 
 
-@pytest.mark.parametrize("raised", [KeyboardInterrupt, asyncio.CancelledError, GeneratorExit, BaseException, SystemExit])
+@pytest.mark.parametrize(
+    "raised", [KeyboardInterrupt, asyncio.CancelledError, GeneratorExit, BaseException, SystemExit]
+)
 def test_a_base_exception_in_a_step_fails_that_run_only(store, raised):
     @nbb.job(partitions_def=DAILY)
     def abrupt(context):
@@ -305,7 +317,9 @@ def test_steps_take_context_and_inputs_in_any_order_keyword_only_and_with_defaul
     def load(context, transform, *, extract, limit=10):  # Dagster's order: context first
         return len(transform) + len(extract) + limit
 
-    bf = nbb.launch_backfill(nbb.Job("dagster_way", [extract, transform, load], DAILY), partitions="2024-01-01", instance=store)
+    bf = nbb.launch_backfill(
+        nbb.Job("dagster_way", [extract, transform, load], DAILY), partitions="2024-01-01", instance=store
+    )
     assert bf.wait(timeout=10) == "COMPLETED_SUCCESS", bf.error("2024-01-01")
     assert list(bf.steps_df().loc["2024-01-01"]) == ["SUCCESS"] * 3
 
@@ -326,7 +340,7 @@ def test_a_parameter_that_names_no_step_and_has_no_default_is_refused_at_definit
     def needs(context, missing):
         return missing
 
-    with pytest.raises(nbb.DefinitionError, match="'missing', which is not a step.*or have a default"):
+    with pytest.raises(nbb.DefinitionError, match=r"'missing', which is not a step.*or have a default"):
         nbb.Job("needs_missing", [needs], DAILY)
 
 
@@ -351,7 +365,7 @@ def test_retry_reruns_failures_only_and_says_so_when_nothing_failed(store):
     assert bf.wait(timeout=20) == "COMPLETED_SUCCESS"
     assert bf.run("2024-01-03").attempt == 2 and {bf.run(k).attempt for k in ["2024-01-01", "2024-01-09"]} == {1}
     owner = store.get_backfill(bf.id).owner
-    with pytest.raises(nbb.BackfillStateError, match="nothing to retry: backfill .* has no failed run \\(10 SUCCESS\\)"):
+    with pytest.raises(nbb.BackfillStateError, match=r"nothing to retry: backfill .* has no failed run \(10 SUCCESS\)"):
         bf.retry_failed()
     assert store.get_backfill(bf.id).owner == owner and bf.status == "COMPLETED_SUCCESS"  # refused before taking it
 
@@ -465,7 +479,11 @@ def test_check_canceled_stops_a_long_step_where_it_is_called(store):
     bf.cancel()
     assert bf.wait(timeout=10) == "CANCELED"
     assert bf.steps_df().loc["2024-01-01", "long_loop"] == "CANCELED"
-    said = [message for step, status, _a, _t, message in store.events(bf.run("2024-01-01").run_id) if step == "long_loop" and status == "CANCELED"]
+    said = [
+        message
+        for step, status, _a, _t, message in store.events(bf.run("2024-01-01").run_id)
+        if step == "long_loop" and status == "CANCELED"
+    ]
     assert said == ["canceled where the step called context.check_canceled()"]
 
 
@@ -508,7 +526,9 @@ def test_two_processes_resuming_a_dead_backfill_at_once_run_it_once(tmp_path):
     script, marks, store = tmp_path / "job.py", tmp_path / "marks", tmp_path / "store"
     script.write_text(RESUMER)
     marks.mkdir()
-    owner = subprocess.Popen([sys.executable, str(script), str(store), str(marks), "launch"], stdout=subprocess.PIPE, text=True)
+    owner = subprocess.Popen(
+        [sys.executable, str(script), str(store), str(marks), "launch"], stdout=subprocess.PIPE, text=True
+    )
     backfill_id = owner.stdout.readline().strip()
     while sum(len(f.read_text().split()) for f in marks.glob("*.txt")) < 8:
         time.sleep(0.005)
@@ -519,13 +539,16 @@ def test_two_processes_resuming_a_dead_backfill_at_once_run_it_once(tmp_path):
     resumers = [
         subprocess.Popen(
             [sys.executable, str(script), str(store), str(marks), "resume", backfill_id, str(mine), *map(str, ready)],
-            stdout=subprocess.PIPE, text=True,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         for mine in ready
     ]
     outputs = [p.communicate(timeout=120)[0].strip() for p in resumers]
     # one takes it over; the other is refused, or told by the new owner that it already runs it
-    assert "RESUMED COMPLETED_SUCCESS" in outputs and all(o.startswith(("REFUSED", "RESUMED COMPLETED_SUCCESS")) for o in outputs), outputs
+    assert "RESUMED COMPLETED_SUCCESS" in outputs and all(
+        o.startswith(("REFUSED", "RESUMED COMPLETED_SUCCESS")) for o in outputs
+    ), outputs
     runs = {f.stem: f.read_text().split() for f in marks.glob("*.txt")}
     takers = [pid for pid in runs if pid != str(owner.pid)]
     assert len(takers) == 1  # exactly one process ran what was left...

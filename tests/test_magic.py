@@ -13,8 +13,8 @@ from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 
 import nb_backfill
-import nb_backfill.magic
 import nb_backfill as nbb
+import nb_backfill.magic
 
 LETTERS = nbb.StaticPartitionsDefinition(["a", "b", "c", "d"])
 FAILING: set[str] = set()
@@ -113,7 +113,10 @@ def test_retry_runs_the_failed_partitions_again(shell):
 
 
 def test_unknown_job_lists_the_available_ones(shell):
-    with pytest.raises(UsageError, match=r"unknown job 'leters' in this notebook; did you mean 'letters', 'magic_letters'\? \(available jobs: 'magic_gated', 'magic_letters'\)"):
+    with pytest.raises(
+        UsageError,
+        match=r"unknown job 'leters' in this notebook; did you mean 'letters', 'magic_letters'\? \(available jobs: 'magic_gated', 'magic_letters'\)",
+    ):
         shell.run_line_magic("backfill", "-p leters --all")
 
 
@@ -123,7 +126,10 @@ def test_unknown_job_lists_the_available_ones(shell):
         ("-p letters --executor gpu", "UsageError: argument --executor: invalid choice: 'gpu'"),
         ("-p letters --partitions a,zz", "UsageError: unknown partition key 'zz'"),
         ("-p letters --all --partitions a", "UsageError: choose one selection"),
-        ("-p letters --tags '{\"a\": 1}' --all", "UsageError: argument --tags: tags must map strings to strings, got 'a': 1"),
+        (
+            "-p letters --tags '{\"a\": 1}' --all",
+            "UsageError: argument --tags: tags must map strings to strings, got 'a': 1",
+        ),
         ("status nope", "UsageError: unknown backfill id 'nope'"),
         ("frobnicate", "UsageError: argument COMMAND: invalid choice: 'frobnicate'"),
         ("-p 'unclosed", "UsageError: cannot split the line"),
@@ -152,8 +158,20 @@ def test_a_backfill_launched_in_a_terminal_shows_in_backfill_list(shell, tmp_pat
         "def from_terminal(context):\n    pass\n"
     )
     result = subprocess.run(
-        [str(Path(sys.executable).parent / "nb-backfill"), "job", "backfill", "-p", "from_terminal", "-f", "jobs.py", "--noprompt"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        [
+            str(Path(sys.executable).parent / "nb-backfill"),
+            "job",
+            "backfill",
+            "-p",
+            "from_terminal",
+            "-f",
+            "jobs.py",
+            "--noprompt",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
     listing = backfill(shell, "list")

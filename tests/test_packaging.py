@@ -1,20 +1,27 @@
 """The package installs on its own: no Dagster, and CI runs exactly the README's test command."""
 
+import functools
+import operator
 import re
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).parent.parent
 
 
 def test_dagster_is_never_a_dependency_nor_imported():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    every_requirement = project["dependencies"] + sum(project["optional-dependencies"].values(), [])
+    every_requirement = project["dependencies"] + functools.reduce(
+        operator.iadd, project["optional-dependencies"].values(), []
+    )
     assert not [r for r in every_requirement if "dagster" in r.lower()]
     code = "import sys, nb_backfill; print(sorted(m for m in sys.modules if 'dagster' in m))"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+    assert (
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+    )
 
 
 def test_ci_runs_the_readme_test_command():

@@ -1,5 +1,6 @@
 """One test per partition rule of the foundation issue (values checked against Dagster 1.13)."""
 
+import itertools
 from datetime import date, datetime, timezone
 
 import pytest
@@ -152,7 +153,7 @@ def test_hourly_keys_across_dst(tz, start, end, expected):
     assert keys == expected
     windows = [hourly.time_window_for_partition_key(k) for k in keys]
     assert all(w.end.timestamp() - w.start.timestamp() == 3600 for w in windows)
-    assert all(a.end == b.start for a, b in zip(windows, windows[1:]))
+    assert all(a.end == b.start for a, b in itertools.pairwise(windows))
 
 
 def test_repeated_hour_keys_map_to_distinct_instants():
@@ -255,9 +256,7 @@ def test_multi_keys_ordered_by_dimension_name():
 
 
 def test_multi_dimension_order_is_code_point_order():
-    multi = MultiPartitionsDefinition(
-        {"b": StaticPartitionsDefinition(["1"]), "B": StaticPartitionsDefinition(["2"])}
-    )
+    multi = MultiPartitionsDefinition({"b": StaticPartitionsDefinition(["1"]), "B": StaticPartitionsDefinition(["2"])})
     assert multi.get_partition_keys() == ["2|1"]
 
 
@@ -290,13 +289,28 @@ def test_multi_has_key_and_time_window():
 @pytest.mark.parametrize(
     ("make", "words"),
     [
-        (lambda: DailyPartitionsDefinition("2024-01-01", timezone="America/NewYork"), ["'America/NewYork'", "America/New_York"]),
+        (
+            lambda: DailyPartitionsDefinition("2024-01-01", timezone="America/NewYork"),
+            ["'America/NewYork'", "America/New_York"],
+        ),
         (lambda: DailyPartitionsDefinition("2024/01/01"), ["'2024/01/01'", "'%Y-%m-%d'", "2024-01-31"]),
         (lambda: HourlyPartitionsDefinition("2024-01-01"), ["'2024-01-01'", "'%Y-%m-%d-%H:%M'"]),
-        (lambda: TimeWindowPartitionsDefinition("2024-01-01", "%Y-%m-%d", cron_schedule="0 0 * *"), ["'0 0 * *'", "five fields"]),
-        (lambda: TimeWindowPartitionsDefinition("2024-01-01", "%Y-%m-%d", cron_schedule="61 0 * * *"), ["minute 61", "0-59"]),
-        (lambda: TimeWindowPartitionsDefinition("2024-01-01", "%Y-%m-%d", cron_schedule="0 0 30 2 *"), ["'0 0 30 2 *'"]),
-        (lambda: TimeWindowPartitionsDefinition("2024-01-01", "%Y-%m-%d", cron_schedule="0 * * * *"), ["not precise enough"]),
+        (
+            lambda: TimeWindowPartitionsDefinition("2024-01-01", "%Y-%m-%d", cron_schedule="0 0 * *"),
+            ["'0 0 * *'", "five fields"],
+        ),
+        (
+            lambda: TimeWindowPartitionsDefinition("2024-01-01", "%Y-%m-%d", cron_schedule="61 0 * * *"),
+            ["minute 61", "0-59"],
+        ),
+        (
+            lambda: TimeWindowPartitionsDefinition("2024-01-01", "%Y-%m-%d", cron_schedule="0 0 30 2 *"),
+            ["'0 0 30 2 *'"],
+        ),
+        (
+            lambda: TimeWindowPartitionsDefinition("2024-01-01", "%Y-%m-%d", cron_schedule="0 * * * *"),
+            ["not precise enough"],
+        ),
         (lambda: StaticPartitionsDefinition(["a", "b", "a"]), ["unique", "'a'"]),
         (lambda: StaticPartitionsDefinition("abc"), ["list of strings"]),
         (lambda: StaticPartitionsDefinition(["a", 1]), ["strings", "1"]),

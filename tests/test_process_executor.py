@@ -129,7 +129,13 @@ def test_noop_runs_succeed_with_every_event(pool):
     assert {e.status for e in events.finals(run_ids).values()} == {"SUCCESS"}
     for run_id in run_ids:
         seen = [(e.status, e.step) for e in events.of(run_id)]
-        assert seen == [("STARTING", None), ("STARTED", None), ("RUNNING", "noop"), ("SUCCESS", "noop"), ("SUCCESS", None)]
+        assert seen == [
+            ("STARTING", None),
+            ("STARTED", None),
+            ("RUNNING", "noop"),
+            ("SUCCESS", "noop"),
+            ("SUCCESS", None),
+        ]
     assert len(worker_processes()) <= 2
 
 
@@ -171,7 +177,12 @@ def test_prints_stderr_and_logging_become_logs_of_their_run(pool):
     assert {e.status for e in events.finals(run_ids).values()} == {"SUCCESS"}
     for run_id, key, other in zip(run_ids, ["p1", "p2"], ["p2", "p1"]):
         text = "".join(e.message for e in events.of(run_id) if e.status == "LOG")
-        expected = [f"out {key}\n", f"err {key}\n", f"INFO nb_backfill.run - info {key}", f"WARNING user.code - warn {key}"]
+        expected = [
+            f"out {key}\n",
+            f"err {key}\n",
+            f"INFO nb_backfill.run - info {key}",
+            f"WARNING user.code - warn {key}",
+        ]
         assert all(line in text for line in expected), text
         assert other not in text
 

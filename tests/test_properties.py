@@ -1,5 +1,6 @@
 """Properties that hold for every definition: hypothesis draws zones, schedules, formats and times."""
 
+import itertools
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
@@ -10,8 +11,18 @@ import nb_backfill as nbb
 from nb_backfill.keyformat import format_ticks
 from nb_backfill.schedules import Ticks
 
-ZONES = ["UTC", "America/New_York", "Europe/Berlin", "Australia/Sydney", "Australia/Adelaide",
-         "Asia/Kolkata", "Asia/Kathmandu", "Australia/Lord_Howe", "America/Sao_Paulo", "Pacific/Chatham"]
+ZONES = [
+    "UTC",
+    "America/New_York",
+    "Europe/Berlin",
+    "Australia/Sydney",
+    "Australia/Adelaide",
+    "Asia/Kolkata",
+    "Asia/Kathmandu",
+    "Australia/Lord_Howe",
+    "America/Sao_Paulo",
+    "Pacific/Chatham",
+]
 
 
 @st.composite
@@ -29,11 +40,15 @@ def definitions(draw):
         span = timedelta(days=draw(st.integers(1, 400)))
     elif kind == "weekly":
         day = draw(st.integers(0, 6))
-        definition = nbb.WeeklyPartitionsDefinition(start, minute_offset=minute, hour_offset=hour, day_offset=day, timezone=tz)
+        definition = nbb.WeeklyPartitionsDefinition(
+            start, minute_offset=minute, hour_offset=hour, day_offset=day, timezone=tz
+        )
         span = timedelta(days=draw(st.integers(7, 700)))
     else:
         day = draw(st.integers(1, 28))
-        definition = nbb.MonthlyPartitionsDefinition(start, minute_offset=minute, hour_offset=hour, day_offset=day, timezone=tz)
+        definition = nbb.MonthlyPartitionsDefinition(
+            start, minute_offset=minute, hour_offset=hour, day_offset=day, timezone=tz
+        )
         span = timedelta(days=draw(st.integers(31, 2000)))
     return definition, start + span
 
@@ -49,7 +64,7 @@ def test_keys_are_unique_and_round_trip_through_contiguous_windows(case):
         assert window.start.timestamp() < window.end.timestamp()
         assert window.end.timestamp() <= now.replace(tzinfo=definition.tz).timestamp()
         assert definition.has_partition_key(key, now)
-    for a, b in zip(windows, windows[1:]):
+    for a, b in itertools.pairwise(windows):
         assert a.end.timestamp() == b.start.timestamp()
     if keys:
         assert windows[0].start.timestamp() >= definition.start.timestamp()

@@ -26,7 +26,10 @@ def test_list_comes_back_in_definition_order_without_duplicates():
 
 
 def test_inclusive_range_and_open_ends():
-    assert select_partitions(DAILY, from_="2024-01-30", to="2024-01-31", current_time=NOW) == ["2024-01-30", "2024-01-31"]
+    assert select_partitions(DAILY, from_="2024-01-30", to="2024-01-31", current_time=NOW) == [
+        "2024-01-30",
+        "2024-01-31",
+    ]
     assert select_partitions(DAILY, from_="2024-01-30", current_time=NOW) == ["2024-01-30", "2024-01-31"]
     assert select_partitions(DAILY, to="2024-01-02", current_time=NOW) == ["2024-01-01", "2024-01-02"]
     assert select_partitions(STATIC, from_="south", to="west") == ["south", "east", "west"]
@@ -102,7 +105,7 @@ def test_suggestions_are_at_most_three():
 
 def test_hourly_key_not_on_a_window_start():
     hourly = nbb.HourlyPartitionsDefinition("2024-01-01-00:00", end_date="2024-01-02-00:00")
-    with pytest.raises(nbb.UnknownPartitionError, match="not the start of a window.*'2024-01-01-05:00'"):
+    with pytest.raises(nbb.UnknownPartitionError, match=r"not the start of a window.*'2024-01-01-05:00'"):
         select_partitions(hourly, "2024-01-01-05:30", current_time=NOW)
 
 

@@ -195,8 +195,15 @@ class ProcessExecutor:
             self._emit(Event(request.run_id, RunStatus.STARTING, time.time(), request.attempt))
             first = job_id not in worker.job_ids
             worker.job_ids.add(job_id)
-            message = (job_id, payload if first else None, request.run_id, request.partition_key, request.attempt,
-                       request.backfill_id, request.tags)
+            message = (
+                job_id,
+                payload if first else None,
+                request.run_id,
+                request.partition_key,
+                request.attempt,
+                request.backfill_id,
+                request.tags,
+            )
             messages.append((worker, message))
         return messages
 

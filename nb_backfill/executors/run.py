@@ -144,7 +144,9 @@ def execute_run(job: Job, request: RunRequest, emit: Emit, canceled: threading.E
     """
     run_id, attempt = request.run_id, request.attempt
     emit(Event(run_id, RunStatus.STARTED, time.time(), attempt))
-    context = RunContext(job, request.partition_key, run_id, request.backfill_id, attempt, request.tags, RUN_LOGGER, canceled)
+    context = RunContext(
+        job, request.partition_key, run_id, request.backfill_id, attempt, request.tags, RUN_LOGGER, canceled
+    )
     outputs: dict[str, object] = {}
     failed: str | None = None
     error_text = ""
@@ -154,7 +156,11 @@ def execute_run(job: Job, request: RunRequest, emit: Emit, canceled: threading.E
     try:
         for step in job.steps:
             if failed is not None:
-                emit(Event(run_id, StepStatus.SKIPPED, time.time(), attempt, step.name, f"upstream step {failed!r} failed"))
+                emit(
+                    Event(
+                        run_id, StepStatus.SKIPPED, time.time(), attempt, step.name, f"upstream step {failed!r} failed"
+                    )
+                )
                 continue
             if stopped_at is not None or canceled.is_set():
                 stopped_at = stopped_at or step.name
@@ -199,4 +205,6 @@ def execute_run(job: Job, request: RunRequest, emit: Emit, canceled: threading.E
 def internal_failure(request: RunRequest, error: BaseException) -> Event:
     """The FAILURE of a run that nb_backfill itself could not execute (a bug of ours, said as such)."""
     text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
-    return Event(request.run_id, RunStatus.FAILURE, time.time(), request.attempt, None, f"nb_backfill could not run it:\n{text}")
+    return Event(
+        request.run_id, RunStatus.FAILURE, time.time(), request.attempt, None, f"nb_backfill could not run it:\n{text}"
+    )

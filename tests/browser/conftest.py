@@ -196,8 +196,10 @@ def pytest_terminal_summary(terminalreporter):
     write = terminalreporter.write_line
     terminalreporter.section("browser timings (s)")
     t = {key: _TIMINGS.get(key, 0.0) for key in ("browser_launch", "browser_close", "server_stop", "server_lifetime")}
-    write(f"server start {lab_timings.get('server_start', 0):.1f}, stop {t['server_stop']:.1f}, lifetime "
-          f"{t['server_lifetime']:.1f}; chromium launch {t['browser_launch']:.1f}, close {t['browser_close']:.1f}")
+    write(
+        f"server start {lab_timings.get('server_start', 0):.1f}, stop {t['server_stop']:.1f}, lifetime "
+        f"{t['server_lifetime']:.1f}; chromium launch {t['browser_launch']:.1f}, close {t['browser_close']:.1f}"
+    )
     ready = lab_timings.get("page_ready", [])
     if ready:
         write("notebook page ready (open_notebook): " + ", ".join(f"{t:.1f}" for t in ready))

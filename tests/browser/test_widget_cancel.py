@@ -2,10 +2,20 @@
 
 import json
 
-from .lab import cell_errors, cell_outputs, expect, open_notebook, run_all, run_cell, screenshot, wait_idle, write_notebook
+from .lab import (
+    cell_errors,
+    cell_outputs,
+    expect,
+    open_notebook,
+    run_all,
+    run_cell,
+    screenshot,
+    wait_idle,
+    write_notebook,
+)
 
 PARTITIONS = 24
-SLOW = f'''import json, time
+SLOW = f"""import json, time
 import nb_backfill as nbb
 
 @nbb.job(partitions_def=nbb.StaticPartitionsDefinition([f"p{{i:02d}}" for i in range({PARTITIONS})]))
@@ -15,14 +25,19 @@ def slow_to_cancel(context):
         time.sleep(0.02)
 
 bf = nbb.launch_backfill(slow_to_cancel, all=True, max_workers=2)
-bf'''
+bf"""
 REPORT = 'print(json.dumps({"status": bf.status, "counts": bf.counts(), "line": bf.progress().line()}))'
 
 # js/widget.js STYLES: each cell kind's colour, and its pale tint (mix(colour, 0.3)); a cell's
 # top-left pixel is one or the other, depending on the kind's pattern
 STYLES = {
-    "missing": "#e4e4e4", "queued": "#56b4e9", "running": "#0072b2", "success": "#009e73",
-    "failure": "#d55e00", "skipped": "#f0e442", "canceled": "#cc79a7",
+    "missing": "#e4e4e4",
+    "queued": "#56b4e9",
+    "running": "#0072b2",
+    "success": "#009e73",
+    "failure": "#d55e00",
+    "skipped": "#f0e442",
+    "canceled": "#cc79a7",
 }
 
 
@@ -64,12 +79,14 @@ def test_cancel_pressed_in_the_widget_leaves_no_queued_cell(lab, page, request, 
     wait_idle(page, timeout=60)
     assert not cell_errors(page)
     widget = page.locator(".nbb-widget").first
-    header, summary, canvas = widget.locator(".nbb-backfill"), widget.locator(".nbb-summary"), widget.locator("canvas.nbb-grid")
+    header, summary, canvas = (
+        widget.locator(".nbb-backfill"),
+        widget.locator(".nbb-summary"),
+        widget.locator("canvas.nbb-grid"),
+    )
     expect(header).to_contain_text("REQUESTED · this process", timeout=10_000)
     expect(summary).to_contain_text("2 started", timeout=10_000)  # two runs under way, the rest queued
-    page.wait_for_function(
-        "(canvas) => canvas.width === 4 * 24", arg=canvas.element_handle(), timeout=10_000
-    )
+    page.wait_for_function("(canvas) => canvas.width === 4 * 24", arg=canvas.element_handle(), timeout=10_000)
     assert painted(canvas).count("queued") >= PARTITIONS - 4
     screenshot(page, request, "1-running")
 

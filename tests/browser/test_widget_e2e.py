@@ -29,7 +29,9 @@ def test_launch_watch_click_and_retry_in_the_quickstart(lab, page, request):
     assert not cell_errors(page)
     widget = page.locator(".nbb-widget").first
     widget.scroll_into_view_if_needed()
-    expect(widget.locator(".nbb-title")).to_contain_text("daily_totals — daily from 2024-03-01, UTC, 31 partitions", timeout=10_000)
+    expect(widget.locator(".nbb-title")).to_contain_text(
+        "daily_totals — daily from 2024-03-01, UTC, 31 partitions", timeout=10_000
+    )
     screenshot(page, request, "1-widget")
 
     # a drag across the grid selects an inclusive range
@@ -70,12 +72,14 @@ def test_launch_watch_click_and_retry_in_the_quickstart(lab, page, request):
         timeout=10_000,
     )
     widget.locator("canvas.nbb-grid").hover(position={"x": 9.5 * 16, "y": 8})
-    expect(widget.locator(".nbb-tooltip")).to_contain_text("2024-03-10 · daily_totals · success · attempt 2", timeout=5_000)
+    expect(widget.locator(".nbb-tooltip")).to_contain_text(
+        "2024-03-10 · daily_totals · success · attempt 2", timeout=5_000
+    )
     screenshot(page, request, "4-retried")
 
 
 EVIL = "<img src=x onerror=alert(1)>"
-XSS_NOTEBOOK = f'''import nb_backfill as nbb
+XSS_NOTEBOOK = f"""import nb_backfill as nbb
 
 evil = nbb.StaticPartitionsDefinition([{EVIL!r}, "ok"])
 
@@ -84,7 +88,7 @@ def xss(context):
     print("<img src=x onerror=alert(2)>")
     raise ValueError("<b>bold</b><img src=x onerror=alert(3)>")
 
-nbb.backfill(xss)'''
+nbb.backfill(xss)"""
 
 
 def test_user_text_is_rendered_as_text(lab, page, request):

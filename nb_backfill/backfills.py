@@ -24,7 +24,7 @@ from typing import Any
 import pandas as pd
 
 from . import frames
-from .engine import Engine, OwnedElsewhere, job_missing
+from .engine import Engine, OwnedElsewhere, job_missing, running
 from .errors import (
     BackfillStateError,
     InvalidOptionError,
@@ -171,7 +171,7 @@ def launch(
     except BaseException:
         executor.shutdown()
         raise
-    engine.launch(record, job, options, [PendingRun(r, p, 1) for r, p in zip(run_ids, chosen)], executor)
+    engine.launch(running(record, job, options, [PendingRun(r, p, 1) for r, p in zip(run_ids, chosen)], executor))
     return Backfill(record.id, storage, job)
 
 

@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from .errors import BackfillStateError
 from .executors import Executor, make_executor
@@ -39,7 +39,7 @@ from .statuses import (
     RunStatus,
     StepStatus,
 )
-from .storage import INTERRUPTED, BackfillRecord, Storage, StorageError, owner_alive, process_token
+from .storage import INTERRUPTED, BackfillRecord, OnePerStore, Storage, StorageError, owner_alive, process_token
 
 WRITE_FAULT_LIMIT = 30.0  # seconds a failing store is retried before its backfills fail
 LOG_LIMIT = 1_000_000  # characters of captured output stored per run attempt; the rest goes to a file
@@ -90,30 +90,31 @@ class ActiveBackfill:
         return run_tags(self.job, self.tags, self.id, run.partition)
 
 
+def running(
+    record: BackfillRecord, job: Job, options: LaunchOptions, pending: Sequence[PendingRun], executor: Executor
+) -> ActiveBackfill:
+    """What an engine holds of a backfill it is about to run."""
+    return ActiveBackfill(
+        id=record.id,
+        job=job,
+        options=options,
+        executor=executor,
+        tags=dict(record.tags),
+        retry=options.retry(job),
+        pending=deque(pending),
+        status=record.status,
+        created=record.created,
+    )
+
+
 def _backfill_of(run_id: str) -> str:
     """Run ids begin with their backfill's id and '-'."""
     return run_id.split("-", 1)[0]
 
 
-class Engine:
-    """The one thread per process and store that writes events and starts runs."""
-
-    _engines: ClassVar[dict[str, Engine]] = {}
-    _engines_lock = threading.Lock()
-
-    @classmethod
-    def for_storage(cls, storage: Storage) -> Engine:
-        """This process's engine for the store, started if need be (only to run or control backfills)."""
-        with cls._engines_lock:
-            engine = cls._engines.get(str(storage.path))
-            if engine is None:
-                engine = cls._engines[str(storage.path)] = Engine(storage)
-            return engine
-
-    @classmethod
-    def existing(cls, storage: Storage) -> Engine | None:
-        """This process's engine for the store if it has one (reads never start one)."""
-        return cls._engines.get(str(storage.path))
+class Engine(OnePerStore):
+    """The one thread per process and store that writes events and starts runs (`for_storage`
+    starts it, only to run or control backfills; `existing` never does)."""
 
     def __init__(
         self,
@@ -174,16 +175,9 @@ class Engine:
             raise box["error"]
         return box.get("value")
 
-    def launch(
-        self,
-        record: BackfillRecord,
-        job: Job,
-        options: LaunchOptions,
-        pending: Sequence[PendingRun],
-        executor: Executor,
-    ) -> None:
+    def launch(self, active: ActiveBackfill) -> None:
         """Run a backfill just written to the store."""
-        self.call(lambda: self._adopt(record, job, options, pending, executor))
+        self.call(lambda: self._adopt(active))
 
     def control(self, backfill_id: str, verb: str, arg: Any = None, job: Job | None = None) -> str:
         """Decide a control message on the engine thread; returns what happened, in words.
@@ -351,26 +345,9 @@ class Engine:
                 active.pending.append(again)
 
     # --- backfills coming and going
-    def _adopt(
-        self,
-        record: BackfillRecord,
-        job: Job,
-        options: LaunchOptions,
-        pending: Sequence[PendingRun],
-        executor: Executor,
-    ) -> None:
-        self._faults.pop(record.id, None)
-        self._active[record.id] = ActiveBackfill(
-            id=record.id,
-            job=job,
-            options=options,
-            executor=executor,
-            tags=dict(record.tags),
-            retry=options.retry(job),
-            pending=deque(pending),
-            status=record.status,
-            created=record.created,
-        )
+    def _adopt(self, active: ActiveBackfill) -> None:
+        self._faults.pop(active.id, None)
+        self._active[active.id] = active
 
     def _drop(self, active: ActiveBackfill) -> None:
         self._active.pop(active.id, None)
@@ -651,8 +628,7 @@ class Engine:
             for r in runs
             if r.run_id in requeued or r.status == RunStatus.QUEUED
         ]
-        record = self.storage.get_backfill(record.id) or record
-        self._adopt(record, job, options, pending, executor)
+        self._adopt(running(self.storage.get_backfill(record.id) or record, job, options, pending, executor))
         what = f"{len(again)} failed runs" if retry_only else f"{len(pending)} runs not yet successful"
         return f"{'retrying' if retry_only else 'resumed'} backfill {record.id}: {what}"
 

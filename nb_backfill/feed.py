@@ -13,9 +13,9 @@ import time
 import types
 import weakref
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar
+from typing import Any
 
-from .storage import Change, Storage, StorageError
+from .storage import Change, OnePerStore, Storage, StorageError
 
 FEED_SECONDS = 0.15
 Subscriber = Callable[[Sequence[Change]], bool | None]  # returns False to stop following
@@ -31,19 +31,8 @@ class _Subscription:
         return self._ref()
 
 
-class Feed:
+class Feed(OnePerStore):
     """The change feed of one store, followed by one thread of this process."""
-
-    _feeds: ClassVar[dict[str, Feed]] = {}
-    _feeds_lock = threading.Lock()
-
-    @classmethod
-    def for_storage(cls, storage: Storage) -> Feed:
-        with cls._feeds_lock:
-            feed = cls._feeds.get(str(storage.path))
-            if feed is None:
-                feed = cls._feeds[str(storage.path)] = Feed(storage)
-            return feed
 
     def __init__(self, storage: Storage):
         self.storage = storage

@@ -124,14 +124,15 @@ class Tracker:
     def __init__(self, storage: Storage, backfill_id: str):
         self.storage = storage
         self.backfill_id = backfill_id
-        self.seq = storage.last_seq()  # before reading: a change made meanwhile is applied again, harmlessly
-        rows = storage.run_rows(backfill_id)
+        with storage.reading():  # the runs, the record and the feed's position, of one moment
+            self.seq = storage.last_seq()
+            rows = storage.run_rows(backfill_id)
+            self.record: BackfillRecord | None = storage.get_backfill(backfill_id)
         self.index = {row[0]: i for i, row in enumerate(rows)}
         self.partitions = [row[1] for row in rows]
         self.status = [row[2] for row in rows]
         self.attempt = [row[3] for row in rows]
         self.counts: Counter[str] = Counter(self.status)
-        self.record: BackfillRecord | None = storage.get_backfill(backfill_id)
         self.rate = RateMeter()
 
     def apply(self, changes: Iterable[Change]) -> list[int]:

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple, TypeVar
 
 from .errors import InvalidOptionError, NbBackfillError
 from .statuses import (
@@ -354,6 +354,23 @@ class Storage:
             raise
         with self.changed:
             self.changed.notify_all()
+
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        """Reads inside see one moment of the store (a read transaction: in WAL mode it never
+        blocks a writer, nor waits for one)."""
+        conn = self._connection()
+        if conn.in_transaction:
+            yield
+            return
+        try:
+            conn.execute("BEGIN")
+        except sqlite3.Error as error:
+            raise self._error(error, "read") from None
+        try:
+            yield
+        finally:
+            conn.execute("COMMIT")
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
         """Rows of a read; nb_backfill's own modules call the named methods below (tests may call this)."""
@@ -802,6 +819,33 @@ def _backfill(row: tuple) -> BackfillRecord:
     values[7] = json.loads(values[7])
     values[8] = json.loads(values[8])
     return BackfillRecord(*values)
+
+
+_T = TypeVar("_T", bound="OnePerStore")
+
+
+class OnePerStore:
+    """A class with one instance per process and store, made on first use by `for_storage(store)`;
+    `existing(store)` never makes one (reads must not start threads)."""
+
+    _instances: ClassVar[dict[str, Any]]
+    _instances_lock: ClassVar[threading.Lock]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._instances, cls._instances_lock = {}, threading.Lock()
+
+    @classmethod
+    def for_storage(cls: type[_T], storage: Storage) -> _T:
+        with cls._instances_lock:
+            instance = cls._instances.get(str(storage.path))
+            if instance is None:
+                instance = cls._instances[str(storage.path)] = cls(storage)  # type: ignore[call-arg]
+            return instance
+
+    @classmethod
+    def existing(cls: type[_T], storage: Storage) -> _T | None:
+        return cls._instances.get(str(storage.path))
 
 
 _STORES: dict[str, Storage] = {}

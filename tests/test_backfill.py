@@ -374,6 +374,12 @@ def test_cancel_stops_queued_and_running_runs(store):
     assert bf.wait(timeout=10) == "CANCELED"
     counts = bf.counts()
     assert counts["CANCELED"] == 10 and counts["SUCCESS"] == 0
+    # the running step stopped where it called context.check_canceled(), and says so; the others never ran
+    steps = bf.steps_df()["long"]
+    assert steps["2024-01-01"] == "CANCELED" and (steps.iloc[1:] == "PENDING").all()
+    first = bf.run("2024-01-01").run_id
+    said = [message for step, status, _a, _t, message in store.events(first) if step == "long" and status == "CANCELED"]
+    assert said == ["canceled where the step called context.check_canceled()"]
 
 
 def test_cancel_between_steps(store):

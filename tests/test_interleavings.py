@@ -22,7 +22,7 @@ import pytest
 
 import nb_backfill as nbb
 from nb_backfill import engine as engine_module
-from nb_backfill.engine import Engine, OwnedElsewhere
+from nb_backfill.engine import Engine, OwnedElsewhere, running
 from nb_backfill.errors import BackfillStateError
 from nb_backfill.options import LaunchOptions
 from nb_backfill.policy import PendingRun
@@ -235,7 +235,9 @@ class World:
         run_ids = [f"{record.id}-r-{i:06d}" for i in range(len(keys))]
         self.store.create_backfill(record, zip(run_ids, keys, range(len(keys))))
         executor = FakeExecutor(self, process, self.rng.randint(1, 3), process.engine.emit)
-        process.engine.launch(record, self.job, options, [PendingRun(r, k, 1) for r, k in zip(run_ids, keys)], executor)
+        process.engine.launch(
+            running(record, self.job, options, [PendingRun(r, k, 1) for r, k in zip(run_ids, keys)], executor)
+        )
         self.backfills.append(record.id)
 
     def deliver(self) -> None:

@@ -464,29 +464,6 @@ def test_a_run_whose_steps_all_completed_after_the_cancel_is_success(store):
     assert plan.loc["2024-01-01", "action"] == "skip" and plan.loc["2024-01-02", "action"] == "launch"
 
 
-def test_check_canceled_stops_a_long_step_where_it_is_called(store):
-    started = threading.Event()
-
-    @nbb.job(partitions_def=DAILY)
-    def long_loop(context):
-        started.set()
-        for _ in range(1000):
-            context.check_canceled()
-            time.sleep(0.01)
-
-    bf = nbb.launch_backfill(long_loop, partitions="2024-01-01", instance=store)
-    assert started.wait(5)
-    bf.cancel()
-    assert bf.wait(timeout=10) == "CANCELED"
-    assert bf.steps_df().loc["2024-01-01", "long_loop"] == "CANCELED"
-    said = [
-        message
-        for step, status, _a, _t, message in store.events(bf.run("2024-01-01").run_id)
-        if step == "long_loop" and status == "CANCELED"
-    ]
-    assert said == ["canceled where the step called context.check_canceled()"]
-
-
 # --- a second process at the worst moment
 
 

@@ -147,7 +147,10 @@ class ProcessExecutor:
             if worker is None or worker.stopping:
                 return False
             worker.stopping = True
-        _stop([worker.process])
+        # stopped in the background, so the engine that asked goes on at once (its reader reports CANCELED)
+        threading.Thread(
+            target=_stop, args=([worker.process],), name=f"{worker.process.name}-stop", daemon=True
+        ).start()
         return False
 
     def shutdown(self) -> None:

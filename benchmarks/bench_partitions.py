@@ -2,6 +2,8 @@
 
 Run by hand: python benchmarks/bench_partitions.py [--repeat N]
 Dagster 1.13 on this machine: 0.87 s for ten years of hourly UTC keys, 1.11 s in New York.
+Single-key work (has_partition_key, windows, ranges, multi) against issue 9's goals, each in
+fresh processes: benchmarks/bench_single_key.py.
 """
 
 import argparse
@@ -76,7 +78,7 @@ def report(name, make, goal, repeat):
     assert n == len(keys) and i == len(keys) // 2
     peak = peak_memory(lambda: make().get_partition_keys(NOW))
     print(
-        f"    count {count * 1000:.2f} ms, has_partition_key {lookup * 1000:.2f} ms, index_of {index * 1000:.2f} ms; "
+        f"    count {count * 1000:.2f} ms, has_partition_key {lookup * 1e6:.1f} us, index_of {index * 1000:.2f} ms; "
         f"peak memory while listing {peak / 2**20:.1f} MiB ({peak / len(keys):.0f} B a key)"
     )
 

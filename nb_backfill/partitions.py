@@ -3,25 +3,34 @@
 A Dagster user's definition pastes in unchanged and yields the same keys. Time keys come from
 `schedules` (ticks) and `keyformat` (strftime in bulk), so ten years of hourly keys take
 milliseconds, and counting or looking up one key never builds the list.
+
+One key at a time (has_partition_key, time_window_for_partition_key, a run's window) takes the
+single-key path: read the key, find its tick by bisecting a cached chunk of ticks, format that one
+tick to check the key is a window start, and compare it with the bounds. Answers that do not
+depend on the current time are cached per (definition, key); the bounds, which do, are kept with
+the interval of current times they hold for; key lists (ranges, multi products) are cached by
+what they depend on, within a budget of keys.
 """
 
 from __future__ import annotations
 
 import difflib
-import itertools
+import functools
 import math
+import threading
+import time
 import zoneinfo
-from collections.abc import Iterable, Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from datetime import date, datetime, tzinfo
-from datetime import timezone as dt_timezone
 from typing import NamedTuple
 
 import numpy as np
 import pendulum
 
 from .errors import DefinitionError, UnknownPartitionError, quoted_list
-from .keyformat import format_ticks
-from .schedules import Timeline, parse_cron
+from .keyformat import format_tick, format_ticks, parse_fields
+from .schedules import DAY, Ticks, fixed_offset, parse_cron, timeline
 
 DEFAULT_DATE_FORMAT = "%Y-%m-%d"
 DEFAULT_HOURLY_FORMAT = "%Y-%m-%d-%H:%M"
@@ -29,6 +38,7 @@ MULTIPARTITION_KEY_DELIMITER = "|"
 INVALID_STATIC_KEY_CHARACTERS = frozenset("|,[]")
 INVALID_KEY_SUBSTRINGS = ("...", "\a", "\b", "\f", "\n", "\r", "\t", "\v", "\0")
 _EXAMPLE_TIME = datetime(2024, 1, 31, 13, 0)
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 
 
 class PartitionKeyRange(NamedTuple):
@@ -45,8 +55,58 @@ class TimeWindow(NamedTuple):
     end: datetime
 
 
+class _KeyLists:
+    """Key lists by what they depend on (a hashable token), least recently used dropped first so
+    that at most `budget` keys are held in all; a longer list is computed and not kept. Callers
+    get their own copy, so changing it cannot change what later callers get."""
+
+    def __init__(self, budget: int):
+        self.budget = budget
+        self._lists: OrderedDict[Hashable, list[str]] = OrderedDict()
+        self._held = 0
+        self._lock = threading.Lock()
+
+    def get(self, token: Hashable, compute: Callable[[], list[str]]) -> list[str]:
+        with self._lock:
+            keys = self._lists.get(token)
+            if keys is not None:
+                self._lists.move_to_end(token)
+        if keys is not None:
+            return list(keys)
+        keys = compute()
+        if len(keys) <= self.budget:
+            with self._lock:
+                if token not in self._lists:
+                    self._lists[token] = keys
+                    self._held += len(keys)
+                while self._held > self.budget:
+                    self._held -= len(self._lists.popitem(last=False)[1])
+            return list(keys)
+        return keys
+
+    def clear(self) -> None:
+        with self._lock:
+            self._lists.clear()
+            self._held = 0
+
+
+KEY_LISTS = _KeyLists(budget=500_000)
+
+
 class PartitionsDefinition:
     """What every definition answers; keys are strings in definition order."""
+
+    def _keys_token(self, current_time: datetime | None) -> Hashable | None:
+        """A value that changes whenever get_partition_keys(current_time) may (with the definition
+        itself, a cache key for lists made from those keys); None when there is no such value
+        short of the keys themselves (dynamic keys live in a store)."""
+        return None
+
+    def __getstate__(self) -> dict:
+        # a cached hash is only valid in the process that computed it (str hashes are salted)
+        state = self.__dict__.copy()
+        state.pop("_hash", None)
+        return state
 
     def get_partition_keys(self, current_time: datetime | None = None) -> list[str]:
         raise NotImplementedError
@@ -123,6 +183,9 @@ class StaticPartitionsDefinition(PartitionsDefinition):
         self._keys = keys
         self._index = index
 
+    def _keys_token(self, current_time: datetime | None) -> Hashable | None:
+        return ()  # the keys never change
+
     def get_partition_keys(self, current_time: datetime | None = None) -> list[str]:
         return list(self._keys)
 
@@ -141,7 +204,9 @@ class StaticPartitionsDefinition(PartitionsDefinition):
         return isinstance(other, StaticPartitionsDefinition) and self._keys == other._keys
 
     def __hash__(self) -> int:
-        return hash(tuple(self._keys))
+        if "_hash" not in self.__dict__:
+            self._hash = hash(tuple(self._keys))
+        return self._hash
 
     def __repr__(self) -> str:
         return f"StaticPartitionsDefinition({self._keys!r})"
@@ -174,6 +239,13 @@ def parse_time_key(text: str, fmt: str, tz: tzinfo, what: str = "partition key")
     a repeated wall time means its first occurrence unless an offset suffix says otherwise."""
     if not isinstance(text, str):
         raise DefinitionError(f"{what} must be a string, got {text!r}")
+    fields = parse_fields(text, fmt)
+    if fields is not None:  # the common shape, read by position: what strptime would read
+        offset = fixed_offset(tz)
+        if offset is None:
+            return math.floor(datetime(*fields, tzinfo=tz).timestamp())
+        year, month, day, hour, minute, second = fields
+        return (date(year, month, day).toordinal() - _EPOCH_ORDINAL) * DAY + hour * 3600 + minute * 60 + second - offset
     try:
         parsed = datetime.strptime(text, fmt)
     except ValueError:
@@ -225,16 +297,19 @@ class TimeWindowPartitionsDefinition(PartitionsDefinition):
         self.cron_schedule = cron_schedule
         self.end_offset = end_offset
         self._schedule = parse_cron(cron_schedule)
-        self._timeline = Timeline(self._schedule, self.tz)
+        self._timeline = timeline(self._schedule, self.tz)
         self._suffix_repeated = self._schedule.every_hour and "%z" not in fmt
         self._start_ts = _instant(start, fmt, self.tz, "start")
         self._end_ts = None if end is None or end == "" else _instant(end, fmt, self.tz, "end")
-        first = self._timeline.next(self._start_ts)
-        second = self._timeline.next(first + 1)
-        if self._format_one(first) == self._format_one(second):
+        self._first = self._timeline.next(self._start_ts)  # where the first window starts
+        self._second = self._timeline.next(self._first + 1)  # and ends
+        # (lo, hi, bounds): the bounds at every current time in [lo, hi) (see _bounds)
+        self._bounds_memo: tuple[int, int, tuple[int, int] | None] = (0, 0, None)
+        self._now_memo: tuple[datetime | None, int, int] = (None, 0, 0)  # (current_time, its fold, instant)
+        if self._format_one(self._first) == self._format_one(self._second):
             raise DefinitionError(
                 f"fmt {fmt!r} is not precise enough for cron schedule {cron_schedule!r}: "
-                f"consecutive windows would share the key {self._format_one(first)!r}"
+                f"consecutive windows would share the key {self._format_one(self._first)!r}"
             )
 
     # --- Dagster's public attributes
@@ -248,19 +323,42 @@ class TimeWindowPartitionsDefinition(PartitionsDefinition):
 
     # --- instants
     def _now(self, current_time: datetime | None) -> int:
+        """The instant current_time names (naive: in the definition's zone); None is the clock.
+        The last one converted is remembered: the same current_time is often passed again."""
         if current_time is None:
-            return math.floor(datetime.now(dt_timezone.utc).timestamp())
-        if current_time.tzinfo is None:
-            current_time = current_time.replace(tzinfo=self.tz)
-        return math.floor(current_time.timestamp())
+            return math.floor(time.time())
+        seen, fold, now = self._now_memo
+        if seen == current_time and fold == current_time.fold:  # a naive time never equals an aware one
+            return now
+        aware = current_time.replace(tzinfo=self.tz) if current_time.tzinfo is None else current_time
+        now = math.floor(aware.timestamp())
+        self._now_memo = (current_time, current_time.fold, now)
+        return now
 
     def _bounds(self, current_time: datetime | None) -> tuple[int, int] | None:
-        """Start instants of the first and last partitions at current_time, or None if there are none."""
+        """Start instants of the first and last partitions at current_time, or None if there are none.
+
+        They change only when the current time reaches a tick, so they are kept with the interval
+        of current times they hold for (from just after the latest tick at or before now to the
+        next tick; a current time exactly on a tick gets an interval of its own second). A later
+        or earlier current time, "now" included, falls outside it and is computed afresh: the
+        answer cannot go stale.
+        """
+        now = self._now(current_time)
+        lo, hi, bounds = self._bounds_memo
+        if lo <= now < hi:
+            return bounds
+        bounds = self._bounds_at(now)
+        latest = self._timeline.prev(now)
+        lo, hi = (now, now + 1) if latest == now else (latest + 1, self._timeline.next(now + 1))
+        self._bounds_memo = (lo, hi, bounds)
+        return bounds
+
+    def _bounds_at(self, now: int) -> tuple[int, int] | None:
+        """_bounds at the instant `now`, computed: a few bisections of cached ticks."""
         if self._end_ts is not None and self._end_ts <= self._start_ts:
             return None
-        line, now, offset = self._timeline, self._now(current_time), self.end_offset
-        first = line.next(self._start_ts)
-        second = line.next(first + 1)
+        line, offset, first, second = self._timeline, self.end_offset, self._first, self._second
         if offset == 0:
             if second > now:
                 return None
@@ -278,20 +376,30 @@ class TimeWindowPartitionsDefinition(PartitionsDefinition):
                 last = min(last, line.prev(self._end_ts, 2))
         return first, max(first, last)
 
-    def _format(self, lo: int, hi: int) -> list[str]:
-        return format_ticks(self._timeline.between(lo, hi), self.fmt, self.tz, self._suffix_repeated)
+    def _keys_token(self, current_time: datetime | None) -> Hashable | None:
+        return (self._bounds(current_time),)
+
+    def _format(self, lo: int, hi: int, ticks: Callable[[int, int], Ticks] | None = None) -> list[str]:
+        """Keys of the ticks in [lo, hi), from `ticks(lo, hi)` (default: the bulk computation)."""
+        found = (ticks or self._timeline.between)(lo, hi)
+        return format_ticks(found, self.fmt, self.tz, self._suffix_repeated)
 
     def _format_one(self, tick: int) -> str:
-        return self._format(tick, tick + 1)[0]
+        wall, repeated = self._timeline.wall_of(tick)
+        return format_tick(tick, wall, repeated, self.fmt, self.tz, self._suffix_repeated)
 
     def _tick_of(self, key: str) -> int | None:
         """The window start a key names, or None if the key is not one of the schedule's."""
         try:
             instant = parse_time_key(key, self.fmt, self.tz)
+            tick = self._timeline.next(instant)
         except DefinitionError:
             return None
-        tick = self._timeline.next(instant)
         return tick if self._format_one(tick) == key else None
+
+    def _window_ticks(self, key: object) -> tuple[int, int] | None:
+        """(start, end) instants of the window a key names, or None; cached per key."""
+        return _window_ticks(self, key) if isinstance(key, str) else None
 
     # --- Dagster's methods
     def get_partition_keys(self, current_time: datetime | None = None) -> list[str]:
@@ -316,19 +424,19 @@ class TimeWindowPartitionsDefinition(PartitionsDefinition):
         return None if bounds is None else self._format_one(bounds[1])
 
     def has_partition_key(self, partition_key: str, current_time: datetime | None = None) -> bool:
+        window = self._window_ticks(partition_key)
+        if window is None:
+            return False
         bounds = self._bounds(current_time)
-        tick = self._tick_of(partition_key) if isinstance(partition_key, str) else None
-        return bounds is not None and tick is not None and bounds[0] <= tick <= bounds[1]
+        return bounds is not None and bounds[0] <= window[0] <= bounds[1]
 
     def time_window_for_partition_key(self, partition_key: str) -> TimeWindow:
         """The [start, end) of the window a key names: any key of the schedule from `start` on,
         including windows not yet complete, as in Dagster."""
-        tick = self._tick_of(partition_key)
-        if tick is None or tick < self._timeline.next(self._start_ts):
+        window = _time_window(self, partition_key) if isinstance(partition_key, str) else None
+        if window is None:
             raise self.unknown_key_error(partition_key)
-        return TimeWindow(
-            datetime.fromtimestamp(tick, self.tz), datetime.fromtimestamp(self._timeline.next(tick + 1), self.tz)
-        )
+        return window
 
     def get_partition_keys_in_range(
         self, partition_key_range: PartitionKeyRange, current_time: datetime | None = None
@@ -336,19 +444,22 @@ class TimeWindowPartitionsDefinition(PartitionsDefinition):
         bounds = self._bounds(current_time)
         ticks = []
         for key in partition_key_range:
-            tick = self._tick_of(key)
-            if bounds is None or tick is None or not bounds[0] <= tick <= bounds[1]:
+            window = self._window_ticks(key)
+            if bounds is None or window is None or not bounds[0] <= window[0] <= bounds[1]:
                 raise self.unknown_key_error(key, current_time)
-            ticks.append(tick)
-        return self._format(ticks[0], ticks[1] + 1)
+            ticks.append(window[0])
+        lo, hi = ticks
+        if lo > hi:
+            return []
+        return KEY_LISTS.get(("range", self, lo, hi), lambda: self._format(lo, hi + 1, self._timeline.ticks_in))
 
     def index_of(self, partition_key: str, current_time: datetime | None = None) -> int:
         """Position of a key in get_partition_keys(), without building that list."""
         bounds = self._bounds(current_time)
-        tick = self._tick_of(partition_key)
-        if bounds is None or tick is None or not bounds[0] <= tick <= bounds[1]:
+        window = self._window_ticks(partition_key)
+        if bounds is None or window is None or not bounds[0] <= window[0] <= bounds[1]:
             raise self.unknown_key_error(partition_key, current_time)
-        return self._timeline.count(bounds[0], tick)
+        return self._timeline.count(bounds[0], window[0])
 
     def unknown_key_error(self, key: str, current_time: datetime | None = None) -> UnknownPartitionError:
         """Names the key and says why: wrong format, not a window start, or out of range."""
@@ -378,10 +489,12 @@ class TimeWindowPartitionsDefinition(PartitionsDefinition):
         return (self._start_ts, self._end_ts, self.fmt, self.cron_schedule, self.timezone, self.end_offset)
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and other._params() == self._params()
+        return other is self or (type(other) is type(self) and other._params() == self._params())
 
     def __hash__(self) -> int:
-        return hash(self._params())
+        if "_hash" not in self.__dict__:
+            self._hash = hash(self._params())
+        return self._hash
 
     def __repr__(self) -> str:
         end = "" if self._end_ts is None else f", end={self.end.isoformat()!r}"
@@ -389,6 +502,29 @@ class TimeWindowPartitionsDefinition(PartitionsDefinition):
             f"{type(self).__name__}(start={self.start.isoformat()!r}{end}, fmt={self.fmt!r}, "
             f"cron_schedule={self.cron_schedule!r}, timezone={self.timezone!r}, end_offset={self.end_offset})"
         )
+
+
+@functools.lru_cache(maxsize=8192)
+def _window_ticks(definition: TimeWindowPartitionsDefinition, key: str) -> tuple[int, int] | None:
+    """(start, end) instants of the window `key` names in `definition`, or None if it names none.
+
+    Neither depends on the current time, so they are kept per (definition, key) for the 8192 most
+    recently asked; whether the window is a partition *now* is checked against the bounds.
+    """
+    tick = definition._tick_of(key)
+    return None if tick is None else (tick, definition._timeline.next(tick + 1))
+
+
+@functools.lru_cache(maxsize=4096)
+def _time_window(definition: TimeWindowPartitionsDefinition, key: str) -> TimeWindow | None:
+    """The TimeWindow of a key from `start` on (None otherwise), kept for the 4096 most recently
+    asked: a run reads its window again and again. TimeWindow and datetime are immutable."""
+    window = _window_ticks(definition, key)
+    if window is None or window[0] < definition._first:
+        return None
+    return TimeWindow(
+        datetime.fromtimestamp(window[0], definition.tz), datetime.fromtimestamp(window[1], definition.tz)
+    )
 
 
 def _guess_instant(text: str, tz: tzinfo) -> int | None:
@@ -489,15 +625,45 @@ class MonthlyPartitionsDefinition(TimeWindowPartitionsDefinition):
 
 
 class MultiPartitionKey(str):
-    """A key of a multi definition: the dimension keys joined by '|', dimensions ordered by name."""
+    """A key of a multi definition: the dimension keys joined by '|', dimensions ordered by name.
 
-    keys_by_dimension: dict[str, str]
+    Keys a definition lists are made in bulk as instances of a subclass that knows the dimension
+    names (see _key_type): no dict and no attribute per key, so 36,550 keys cost little more than
+    36,550 strings; keys_by_dimension is read from the string when asked for. A key made from a
+    dict keeps that dict.
+    """
 
-    def __new__(cls, keys_by_dimension: Mapping[str, str]):
+    __slots__ = ()
+    _dimension_names: tuple[str, ...] = ()
+
+    def __new__(cls, keys_by_dimension: Mapping[str, str]) -> MultiPartitionKey:
         names = sorted(keys_by_dimension)
-        key = super().__new__(cls, MULTIPARTITION_KEY_DELIMITER.join(keys_by_dimension[n] for n in names))
-        key.keys_by_dimension = {n: keys_by_dimension[n] for n in names}
+        text = MULTIPARTITION_KEY_DELIMITER.join(keys_by_dimension[n] for n in names)
+        key = str.__new__(_KeyFromDict if cls is MultiPartitionKey else cls, text)
+        key._keys_by_dimension = {n: keys_by_dimension[n] for n in names}
         return key
+
+    @property
+    def keys_by_dimension(self) -> dict[str, str]:
+        """{dimension name: its key}."""
+        given = getattr(self, "_keys_by_dimension", None)
+        if given is not None:
+            return given
+        return dict(zip(self._dimension_names, self.split(MULTIPARTITION_KEY_DELIMITER)))
+
+    def __reduce__(self) -> tuple:
+        return MultiPartitionKey, (self.keys_by_dimension,)
+
+
+class _KeyFromDict(MultiPartitionKey):
+    """MultiPartitionKey({...}): a key that keeps the dict it was made from (in its __dict__)."""
+
+
+@functools.lru_cache(maxsize=256)
+def _key_type(names: tuple[str, ...]) -> type[MultiPartitionKey]:
+    """The MultiPartitionKey subclass for keys listed in bulk with these dimension names: a key is
+    then just `str.__new__(subclass, "a|b")`. Pickled keys come back as made from a dict."""
+    return type("MultiPartitionKey", (MultiPartitionKey,), {"__slots__": (), "_dimension_names": names})
 
 
 class PartitionDimensionDefinition(NamedTuple):
@@ -530,6 +696,12 @@ class MultiPartitionsDefinition(PartitionsDefinition):
                         f"keys of dimension {name!r} may not contain '|', ',', '[' or ']', got {quoted_list(bad)}"
                     )
         self.partitions_defs = [PartitionDimensionDefinition(n, partitions_defs[n]) for n in sorted(partitions_defs)]
+        timed = [
+            i
+            for i, d in enumerate(self.partitions_defs)
+            if isinstance(d.partitions_def, TimeWindowPartitionsDefinition)
+        ]
+        self._time_index = timed[0] if len(timed) == 1 else None
 
     @property
     def partition_dimension_names(self) -> list[str]:
@@ -570,11 +742,23 @@ class MultiPartitionsDefinition(PartitionsDefinition):
 
     def _product(self, per_dimension: list[list[str]]) -> list[str]:
         self._check_dimension_keys(zip(self.partitions_defs, per_dimension))
-        names = self.partition_dimension_names
-        return [MultiPartitionKey(dict(zip(names, combo))) for combo in itertools.product(*per_dimension)]
+        new, key_type = str.__new__, _key_type(tuple(self.partition_dimension_names))
+        first, second = per_dimension
+        return [new(key_type, p + k) for p in [k + MULTIPARTITION_KEY_DELIMITER for k in first] for k in second]
+
+    def _keys_token(self, current_time: datetime | None) -> Hashable | None:
+        tokens = tuple(d.partitions_def._keys_token(current_time) for d in self.partitions_defs)
+        return None if any(t is None for t in tokens) else tokens
 
     def get_partition_keys(self, current_time: datetime | None = None) -> list[str]:
-        return self._product([d.partitions_def.get_partition_keys(current_time) for d in self.partitions_defs])
+        """The cross product of the dimensions' keys, kept (within KEY_LISTS' budget) for as long
+        as every dimension's keys stay the same; with a dynamic dimension, made afresh."""
+
+        def product() -> list[str]:
+            return self._product([d.partitions_def.get_partition_keys(current_time) for d in self.partitions_defs])
+
+        token = self._keys_token(current_time)
+        return product() if token is None else KEY_LISTS.get(("multi", self, token), product)
 
     def get_num_partitions(self, current_time: datetime | None = None) -> int:
         # static keys were checked when the definition was made; dynamic ones change at run time
@@ -608,24 +792,32 @@ class MultiPartitionsDefinition(PartitionsDefinition):
         for key, parts in zip(partition_key_range, (starts, ends)):
             if parts is None:
                 raise self.unknown_key_error(key, current_time)
-        return self._product(
-            [
-                d.partitions_def.get_partition_keys_in_range(PartitionKeyRange(a, b), current_time)
-                for d, a, b in zip(self.partitions_defs, starts, ends)
-            ]
-        )
+
+        def product() -> list[str]:
+            return self._product(
+                [
+                    d.partitions_def.get_partition_keys_in_range(PartitionKeyRange(a, b), current_time)
+                    for d, a, b in zip(self.partitions_defs, starts, ends)
+                ]
+            )
+
+        token = self._keys_token(current_time)
+        if token is None:
+            return product()
+        return KEY_LISTS.get(("multi range", self, token, tuple(starts), tuple(ends)), product)
 
     @property
     def time_window_dimension(self) -> PartitionDimensionDefinition | None:
-        timed = [d for d in self.partitions_defs if isinstance(d.partitions_def, TimeWindowPartitionsDefinition)]
-        return timed[0] if len(timed) == 1 else None
+        return None if self._time_index is None else self.partitions_defs[self._time_index]
 
     def time_window_for_partition_key(self, partition_key: str) -> TimeWindow:
-        dimension = self.time_window_dimension
-        if dimension is None:
+        if self._time_index is None:
             raise DefinitionError("time_window_for_partition_key needs exactly one time window dimension")
-        key = self.get_partition_key_from_str(partition_key)
-        return dimension.partitions_def.time_window_for_partition_key(key.keys_by_dimension[dimension.name])
+        parts = self._split(partition_key)
+        if parts is None:
+            raise self.unknown_key_error(partition_key)
+        dimension = self.partitions_defs[self._time_index]
+        return dimension.partitions_def.time_window_for_partition_key(parts[self._time_index])
 
     def unknown_key_error(self, key: str, current_time: datetime | None = None) -> UnknownPartitionError:
         parts = self._split(key)
@@ -645,7 +837,9 @@ class MultiPartitionsDefinition(PartitionsDefinition):
         return isinstance(other, MultiPartitionsDefinition) and other.partitions_defs == self.partitions_defs
 
     def __hash__(self) -> int:
-        return hash(tuple(self.partitions_defs))
+        if "_hash" not in self.__dict__:
+            self._hash = hash(tuple(self.partitions_defs))
+        return self._hash
 
     def __repr__(self) -> str:
         inner = ", ".join(f"{d.name!r}: {d.partitions_def!r}" for d in self.partitions_defs)

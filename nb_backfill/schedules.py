@@ -9,9 +9,12 @@ repeated one.
 
 from __future__ import annotations
 
+import bisect
 import functools
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone, tzinfo
+from typing import NamedTuple
 
 import numpy as np
 
@@ -53,6 +56,11 @@ class CronSchedule:
     days_restricted: bool
     weekdays_restricted: bool
     every_hour: bool  # the hour field is `*`: DST repeats and skips hours, like the clock
+
+    @property
+    def every_day(self) -> bool:
+        """Every day of every month matches (hourly and daily schedules): no calendar to check."""
+        return len(self.months) == 12 and len(self.days) == 31 and len(self.weekdays) == 7
 
     @functools.cached_property
     def times_of_day(self) -> np.ndarray:
@@ -137,7 +145,50 @@ def parse_cron(text: str) -> CronSchedule:
 # Time zones as offset periods
 
 
+_MIN_TS, _MAX_TS = -62_135_596_800 + 2 * DAY, 253_402_300_799 - 2 * DAY  # years 1 to 9999, less a margin
 _SAMPLE_STEP = 2 * DAY  # DST changes are months apart; two days apart never happens in practice
+_FAR_PAST = -(2**62)
+# Zones whose offset never changes (tzdata defines the Etc zones as fixed offsets): no sampling.
+_FIXED_ZONE = re.compile(r"(Etc/)?(UTC|UCT|Universal|Zulu|Greenwich|GMT([+-]\d{1,2})?|GMT0)")
+
+
+def _is_fixed(tz: tzinfo) -> bool:
+    key = getattr(tz, "key", None)
+    return isinstance(tz, timezone) or (isinstance(key, str) and _FIXED_ZONE.fullmatch(key) is not None)
+
+
+def _offset_at(tz: tzinfo, ts: int) -> int:
+    return int(datetime.fromtimestamp(ts, tz).utcoffset().total_seconds())
+
+
+@functools.lru_cache(maxsize=256)
+def fixed_offset(tz: tzinfo) -> int | None:
+    """The zone's UTC offset (seconds) if it never changes, else None."""
+    return _offset_at(tz, 0) if _is_fixed(tz) else None
+
+
+@functools.lru_cache(maxsize=512)
+def _year_changes(tz: tzinfo, year: int) -> tuple[int, tuple[tuple[int, int], ...]]:
+    """The zone's UTC offset at the start of `year` and its (instant, new offset) changes during it,
+    found by sampling every two days and bisecting to the second. Cached a year at a time, so
+    looking at a few days of 2024 costs one year's sampling, not three."""
+    lo = int(datetime(year, 1, 1, tzinfo=timezone.utc).timestamp())
+    leap = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+    lo, hi = max(lo, _MIN_TS), min(lo + (366 if leap else 365) * DAY, _MAX_TS)
+    samples = [*range(lo, hi, _SAMPLE_STEP), hi]
+    offsets_at = [_offset_at(tz, s) for s in samples]
+    changes = []
+    for (a, oa), (b, ob) in zip(zip(samples, offsets_at), zip(samples[1:], offsets_at[1:])):
+        if oa == ob:
+            continue
+        while b - a > 1:  # bisect to the second of the change
+            mid = (a + b) // 2
+            if _offset_at(tz, mid) == oa:
+                a = mid
+            else:
+                b = mid
+        changes.append((b, ob))
+    return offsets_at[0], tuple(changes)
 
 
 @functools.lru_cache(maxsize=64)
@@ -147,31 +198,19 @@ def _offset_periods(tz: tzinfo, lo_year: int, hi_year: int) -> tuple[np.ndarray,
     Returns (starts, offsets): period i has offset offsets[i] from starts[i] (seconds, UTC) until
     starts[i + 1]; starts[0] is a sentinel far in the past.
     """
-    lo = int(datetime(lo_year, 1, 1, tzinfo=timezone.utc).timestamp())
-    hi = int(datetime(hi_year, 12, 31, tzinfo=timezone.utc).timestamp())
-
-    def offset_at(ts: int) -> int:
-        return int(datetime.fromtimestamp(ts, tz).utcoffset().total_seconds())
-
-    samples = list(range(lo, hi + _SAMPLE_STEP, _SAMPLE_STEP))
-    offsets_at = [offset_at(s) for s in samples]
-    starts, offsets = [-(2**62)], [offsets_at[0]]
-    for (a, oa), (b, ob) in zip(zip(samples, offsets_at), zip(samples[1:], offsets_at[1:])):
-        if oa == ob:
-            continue
-        while b - a > 1:  # bisect to the second of the change
-            mid = (a + b) // 2
-            if offset_at(mid) == oa:
-                a = mid
-            else:
-                b = mid
-        starts.append(b)
-        offsets.append(ob)
+    if _is_fixed(tz):
+        return np.array([_FAR_PAST], dtype=np.int64), np.array([_offset_at(tz, 0)], dtype=np.int64)
+    first, _ = _year_changes(tz, lo_year)
+    starts, offsets = [_FAR_PAST], [first]
+    for year in range(lo_year, hi_year + 1):
+        for instant, offset in _year_changes(tz, year)[1]:
+            starts.append(instant)
+            offsets.append(offset)
     return np.array(starts, dtype=np.int64), np.array(offsets, dtype=np.int64)
 
 
 def _year_of(ts: int) -> int:
-    return datetime.fromtimestamp(min(max(ts, -62_135_596_800 + 2 * DAY), 253_402_300_799 - 2 * DAY), timezone.utc).year
+    return datetime.fromtimestamp(min(max(ts, _MIN_TS), _MAX_TS), timezone.utc).year
 
 
 @dataclass(frozen=True)
@@ -193,6 +232,8 @@ class Ticks:
 def _matching_days(schedule: CronSchedule, first_day: int, last_day: int) -> np.ndarray:
     """Days (since the epoch) in [first_day, last_day] that the schedule's day fields allow."""
     days = np.arange(first_day, last_day + 1, dtype=np.int64)
+    if schedule.every_day:
+        return days
     month_starts = days.astype("datetime64[D]").astype("datetime64[M]")
     month = month_starts.astype(np.int64) % 12 + 1
     dom = days - month_starts.astype("datetime64[D]").astype(np.int64) + 1
@@ -216,9 +257,14 @@ def ticks_between(schedule: CronSchedule, tz: tzinfo, lo: int, hi: int) -> Ticks
     if hi <= lo:
         empty = np.empty(0, np.int64)
         return Ticks(empty, empty, np.empty(0, bool))
-    starts, offsets = _offset_periods(tz, _year_of(lo) - 1, _year_of(hi) + 1)
+    # wall times from two days before lo to two after hi, offsets of up to a day either way
+    starts, offsets = _offset_periods(tz, _year_of(lo - 5 * DAY), _year_of(hi + 4 * DAY))
     days = _matching_days(schedule, lo // DAY - 2, hi // DAY + 1)
     wall = (days[:, None] * DAY + schedule.times_of_day[None, :]).ravel()
+    if len(starts) == 1:  # one offset throughout (UTC, or no change these years): no gaps, no repeats
+        utc = wall - offsets[0]
+        keep = (utc >= lo) & (utc < hi)
+        return Ticks(utc[keep], wall[keep], np.zeros(np.count_nonzero(keep), bool))
 
     wall_starts = starts + offsets
     wall_ends = np.append(starts[1:] + offsets[:-1], np.iinfo(np.int64).max)
@@ -247,41 +293,126 @@ def ticks_between(schedule: CronSchedule, tz: tzinfo, lo: int, hi: int) -> Ticks
     return Ticks(utc[keep], local[index], second[index])
 
 
-class Timeline:
-    """A schedule in a time zone: find, count and list its ticks without listing all of them."""
+class TickChunk(NamedTuple):
+    """The ticks in [lo, lo + span) of a timeline, as Python values for looking up one at a time:
+    UTC instants (ascending, for bisect), their local wall times, and the instants that are the
+    second occurrence of a repeated wall time; and as the arrays they came from."""
 
-    _CHUNK = 366 * DAY
+    utc: list[int]
+    wall: list[int]
+    repeated: frozenset[int]
+    ticks: Ticks
+
+
+@functools.lru_cache(maxsize=128)
+def _chunk(timeline: Timeline, index: int) -> TickChunk:
+    """Chunk `index` of a timeline, computed once in bulk and kept while recently used: a single
+    tick is then found by bisecting a short list. At most 128 chunks of about 1024 ticks stay."""
+    lo = index * timeline.span
+    if lo + timeline.span <= _MIN_TS or lo >= _MAX_TS:
+        raise timeline.out_of_years()
+    ticks = timeline.between(lo, lo + timeline.span)
+    return TickChunk(ticks.utc.tolist(), ticks.wall.tolist(), frozenset(ticks.utc[ticks.repeated].tolist()), ticks)
+
+
+class Timeline:
+    """A schedule in a time zone: find, count and list its ticks without listing all of them.
+
+    Single ticks (next, previous, the wall time of one) come from chunks of about 1024 ticks kept
+    in a bounded cache shared by every definition on the same schedule and zone; lists of ticks
+    come straight from `ticks_between`. When every day ticks alike in a zone of fixed offset
+    (hourly and daily in UTC), single ticks are plain arithmetic and need no chunk at all.
+    """
+
+    _CHUNK_TICKS = 1024
+    _COUNT_STEP = 366 * DAY
 
     def __init__(self, schedule: CronSchedule, tz: tzinfo):
         self.schedule = schedule
         self.tz = tz
-        gaps = np.diff(self.between(0, 4 * 366 * DAY).utc)  # a leap cycle covers any month pattern
-        self._max_gap = int(gaps.max()) + 2 * DAY if len(gaps) else 9 * 366 * DAY
+        # ticks in four years of UTC days (a leap cycle covers any day pattern), for the chunk size
+        per_four_years = len(_matching_days(schedule, 0, 4 * 366 - 1)) * len(schedule.times_of_day)
+        days = 4 * 366 * self._CHUNK_TICKS // max(per_four_years, 1)
+        self.span = min(max(days, 1), 3660) * DAY
+        regular = schedule.every_day and _is_fixed(tz)
+        self._times: list[int] | None = schedule.times_of_day.tolist() if regular else None
+        self._offset = _offset_at(tz, 0) if regular else 0
+
+    def out_of_years(self) -> DefinitionError:
+        return DefinitionError(f"cron schedule {self.schedule.text!r} has no tick between the years 1 and 9999 here")
+
+    def _regular_tick(self, index: int) -> int:
+        """Tick number `index` counted from the first of 1970-01-01 (local), when ticks are regular."""
+        day, j = divmod(index, len(self._times))
+        tick = day * DAY + self._times[j] - self._offset
+        if not _MIN_TS <= tick <= _MAX_TS:
+            raise self.out_of_years()
+        return tick
 
     def between(self, lo: int, hi: int) -> Ticks:
         return ticks_between(self.schedule, self.tz, lo, hi)
 
+    def ticks_in(self, lo: int, hi: int) -> Ticks:
+        """between(lo, hi), from the cached chunks when they cover it in a few (a short range
+        asked for by its keys, whose chunks were just read), else in bulk."""
+        first, last = lo // self.span, (hi - 1) // self.span
+        if hi <= lo or last - first >= 4 or self._times is not None:
+            return self.between(lo, hi)
+        parts = []
+        for index in range(first, last + 1):
+            chunk = _chunk(self, index)
+            a, b = bisect.bisect_left(chunk.utc, lo), bisect.bisect_left(chunk.utc, hi)
+            parts.append((chunk.ticks.utc[a:b], chunk.ticks.wall[a:b], chunk.ticks.repeated[a:b]))
+        if len(parts) == 1:
+            return Ticks(*parts[0])
+        return Ticks(*(np.concatenate(column) for column in zip(*parts)))
+
     def count(self, lo: int, hi: int) -> int:
         """How many ticks lie in [lo, hi), computed a year at a time to keep memory flat."""
         total = 0
-        for a in range(lo, hi, self._CHUNK):
-            total += len(self.between(a, min(a + self._CHUNK, hi)))
+        for a in range(lo, hi, self._COUNT_STEP):
+            total += len(self.between(a, min(a + self._COUNT_STEP, hi)))
         return total
 
     def next(self, ts: int, n: int = 1) -> int:
         """The n-th tick at or after ts (n >= 1)."""
-        span = max(self._max_gap, 1) * (n + 1)
-        while True:
-            found = self.between(ts, ts + span).utc
-            if len(found) >= n:
-                return int(found[n - 1])
-            span *= 4
+        if self._times is not None:
+            day, second = divmod(ts + self._offset, DAY)
+            return self._regular_tick(day * len(self._times) + bisect.bisect_left(self._times, second) + n - 1)
+        index = ts // self.span
+        utc = _chunk(self, index).utc
+        i = bisect.bisect_left(utc, ts) + n - 1
+        while i >= len(utc):
+            i -= len(utc)
+            index += 1
+            utc = _chunk(self, index).utc
+        return utc[i]
 
     def prev(self, ts: int, n: int = 1) -> int:
         """The n-th tick at or before ts (n >= 1)."""
-        span = max(self._max_gap, 1) * (n + 1)
-        while True:
-            found = self.between(ts - span, ts + 1).utc
-            if len(found) >= n:
-                return int(found[-n])
-            span *= 4
+        if self._times is not None:
+            day, second = divmod(ts + self._offset, DAY)
+            return self._regular_tick(day * len(self._times) + bisect.bisect_right(self._times, second) - n)
+        index = ts // self.span
+        utc = _chunk(self, index).utc
+        i = bisect.bisect_right(utc, ts) - n
+        while i < 0:
+            index -= 1
+            utc = _chunk(self, index).utc
+            i += len(utc)
+        return utc[i]
+
+    def wall_of(self, tick: int) -> tuple[int, bool]:
+        """The local wall time of a tick (epoch seconds) and whether it is the second occurrence
+        of a repeated wall time; `tick` must be a tick of the timeline."""
+        if self._times is not None:
+            return tick + self._offset, False
+        chunk = _chunk(self, tick // self.span)
+        return chunk.wall[bisect.bisect_left(chunk.utc, tick)], tick in chunk.repeated
+
+
+@functools.lru_cache(maxsize=128)
+def timeline(schedule: CronSchedule, tz: tzinfo) -> Timeline:
+    """The timeline of a schedule in a zone, shared by every definition that uses both, so they
+    share its cached chunks too."""
+    return Timeline(schedule, tz)

@@ -1,7 +1,9 @@
 """One test per partition rule of the foundation issue (values checked against Dagster 1.13)."""
 
 import itertools
-from datetime import date, datetime, timezone
+import pickle
+from datetime import date, datetime, timedelta, timezone
+from types import SimpleNamespace
 
 import pytest
 
@@ -353,3 +355,222 @@ def test_cron_features():
     assert weekdays.get_partition_keys(NOW) == [f"2024-01-0{d}-09:30" for d in range(1, 6)]
     monthly = TimeWindowPartitionsDefinition("2024-01", "%Y-%m", cron_schedule="@monthly", end="2024-04")
     assert monthly.get_partition_keys(NOW) == ["2024-01", "2024-02", "2024-03"]
+
+
+# --- caches: answers at any current time, "now" included, are what a fresh definition says ----
+
+
+def _fresh_answers(make, current_time, probes):
+    """What a definition made just now (no bounds remembered) answers at current_time."""
+    fresh = make()
+    return (
+        fresh.get_first_partition_key(current_time),
+        fresh.get_last_partition_key(current_time),
+        fresh.get_num_partitions(current_time),
+        [fresh.has_partition_key(p, current_time) for p in probes],
+    )
+
+
+def _answers(definition, current_time, probes):
+    return (
+        definition.get_first_partition_key(current_time),
+        definition.get_last_partition_key(current_time),
+        definition.get_num_partitions(current_time),
+        [definition.has_partition_key(p, current_time) for p in probes],
+    )
+
+
+@pytest.mark.parametrize("end_offset", [0, 1, 2, -1])
+def test_answers_across_a_window_boundary_in_any_order(end_offset):
+    def make():
+        return DailyPartitionsDefinition("2024-01-01", end_offset=end_offset)
+
+    boundary = datetime(2024, 1, 5)
+    times = [boundary + timedelta(seconds=s) for s in (-1, 0, 1, 86_399, 86_400, -86_400, -86_401)]
+    times += [datetime(2023, 12, 31), datetime(2023, 12, 31, 0, 0, 1), datetime(2023, 12, 30, 23, 59, 59)]
+    probes = [f"2024-01-0{d}" for d in range(1, 9)] + ["2023-12-31"]
+    shared = make()
+    for current_time in times + times[::-1] + times[::2]:  # forwards, backwards, jumping
+        assert _answers(shared, current_time, probes) == _fresh_answers(make, current_time, probes), current_time
+
+
+def test_a_window_is_a_partition_from_the_second_it_ends():
+    daily = DailyPartitionsDefinition("2024-01-01")
+    before, on, after = datetime(2024, 1, 4, 23, 59, 59), datetime(2024, 1, 5), datetime(2024, 1, 5, 0, 0, 1)
+    for current_time, has_the_4th in ((after, True), (before, False), (on, True), (before, False), (after, True)):
+        assert daily.has_partition_key("2024-01-04", current_time) is has_the_4th
+        assert daily.get_last_partition_key(current_time) == ("2024-01-04" if has_the_4th else "2024-01-03")
+
+
+def test_end_offset_on_the_tick_itself_differs_from_a_second_later():
+    # Dagster counts the n-th tick at or after now, so the exact second of a tick is its own case
+    daily = DailyPartitionsDefinition("2024-01-01", end_offset=1)
+    on, after = datetime(2023, 12, 31), datetime(2023, 12, 31, 0, 0, 1)
+    assert daily.get_partition_keys(after) == ["2024-01-01"]
+    assert daily.get_partition_keys(on) == []
+    assert daily.get_partition_keys(after) == ["2024-01-01"]
+
+
+def test_now_is_read_on_every_call_so_answers_follow_the_clock(monkeypatch):
+    from nb_backfill import partitions
+
+    clock = [datetime(2024, 1, 5, 23, 59, 59, tzinfo=timezone.utc).timestamp()]
+    monkeypatch.setattr(partitions, "time", SimpleNamespace(time=lambda: clock[0]))
+    daily = DailyPartitionsDefinition("2024-01-01")
+    multi = MultiPartitionsDefinition({"date": daily, "region": StaticPartitionsDefinition(["eu", "us"])})
+    hourly = HourlyPartitionsDefinition("2024-01-05-00:00")
+    assert not daily.has_partition_key("2024-01-05") and daily.get_last_partition_key() == "2024-01-04"
+    assert len(multi.get_partition_keys()) == 8
+    assert hourly.get_last_partition_key() == "2024-01-05-22:00"
+    with pytest.raises(nbb.UnknownPartitionError):
+        daily.get_partition_keys_in_range(PartitionKeyRange("2024-01-04", "2024-01-05"))
+
+    clock[0] += 1  # midnight: the 5th has ended
+    assert daily.has_partition_key("2024-01-05") and daily.get_last_partition_key() == "2024-01-05"
+    assert multi.get_partition_keys()[-2:] == ["2024-01-05|eu", "2024-01-05|us"]
+    assert hourly.get_last_partition_key() == "2024-01-05-23:00"
+    assert daily.get_partition_keys_in_range(PartitionKeyRange("2024-01-04", "2024-01-05")) == [
+        "2024-01-04",
+        "2024-01-05",
+    ]
+
+    clock[0] += 3600 * 24 * 30  # a month later, with nothing asked in between
+    assert daily.get_last_partition_key() == "2024-02-04"
+    assert multi.get_num_partitions() == len(multi.get_partition_keys()) == 2 * 35
+
+
+def test_windows_and_key_checks_do_not_depend_on_what_was_asked_before():
+    hourly = HourlyPartitionsDefinition("2024-11-01-00:00", timezone="America/New_York")
+    keys = hourly.get_partition_keys(datetime(2024, 11, 5))
+    windows = [hourly.time_window_for_partition_key(k) for k in keys]
+    again = HourlyPartitionsDefinition("2024-11-01-00:00", timezone="America/New_York")
+    assert [again.time_window_for_partition_key(k) for k in reversed(keys)] == windows[::-1]
+    assert "2024-11-03-01:00-0500" in keys
+    assert not hourly.has_partition_key("2024-11-03-01:00-0400", datetime(2024, 11, 5))  # not a key it makes
+    assert not hourly.has_partition_key("2024-11-03-01:30", datetime(2024, 11, 5))
+    assert not hourly.has_partition_key("2024-11-3-01:00", datetime(2024, 11, 5))  # strptime reads it; not a key
+
+
+def test_key_lists_handed_out_are_copies():
+    hourly = HourlyPartitionsDefinition("2024-01-01-00:00")
+    month = PartitionKeyRange("2024-03-01-00:00", "2024-03-31-23:00")
+    first = hourly.get_partition_keys_in_range(month, NOW)
+    first.clear()
+    assert len(hourly.get_partition_keys_in_range(month, NOW)) == 744
+    multi = _multi()
+    keys = multi.get_partition_keys(NOW)
+    keys.append("junk")
+    assert multi.get_partition_keys(NOW) == keys[:-1]
+
+
+def test_multi_keys_follow_each_dimension():
+    def make():
+        return MultiPartitionsDefinition(
+            {"date": DailyPartitionsDefinition("2024-01-01"), "region": StaticPartitionsDefinition(["eu", "us"])}
+        )
+
+    shared = make()
+    for day in (3, 5, 4, 3, 10, 1, 5):
+        current_time = datetime(2024, 1, day, 12)
+        assert shared.get_partition_keys(current_time) == make().get_partition_keys(current_time)
+        assert len(shared.get_partition_keys(current_time)) == 2 * (day - 1)
+        if day > 2:
+            span = PartitionKeyRange("2024-01-01|eu", f"2024-01-{day - 1:02d}|us")
+            assert shared.get_partition_keys_in_range(span, current_time) == make().get_partition_keys_in_range(
+                span, current_time
+            )
+
+
+def test_multi_with_a_dynamic_dimension_sees_new_keys(tmp_path):
+    regions = nbb.DynamicPartitionsDefinition("regions", instance=nbb.get_instance(tmp_path / "store"))
+    multi = MultiPartitionsDefinition({"date": DailyPartitionsDefinition("2024-01-01"), "region": regions})
+    assert multi.get_partition_keys(NOW) == []
+    regions.add_partitions(["eu"])
+    assert len(multi.get_partition_keys(NOW)) == 365
+    regions.add_partitions(["us"])
+    assert multi.get_partition_keys(NOW)[:2] == ["2024-01-01|eu", "2024-01-01|us"]
+
+
+def test_bulk_multi_keys_are_multi_partition_keys():
+    keys = _multi().get_partition_keys(NOW)
+    assert all(isinstance(k, nbb.MultiPartitionKey) for k in keys)
+    assert [k.keys_by_dimension for k in keys[-2:]] == [
+        {"date": "2024-01-03", "region": "us"},
+        {"date": "2024-01-03", "region": "eu"},
+    ]
+    made = nbb.MultiPartitionKey({"region": "eu", "date": "2024-01-03"})
+    assert made == keys[-1] and made.keys_by_dimension == keys[-1].keys_by_dimension
+    for key in (keys[-1], made):
+        back = pickle.loads(pickle.dumps(key))
+        assert back == key and back.keys_by_dimension == key.keys_by_dimension
+        assert isinstance(back, nbb.MultiPartitionKey)
+
+
+def test_definitions_pickle_without_their_process_bound_state():
+    for definition in (DailyPartitionsDefinition("2024-01-01"), StaticPartitionsDefinition(["a", "b"]), _multi()):
+        hash(definition)
+        assert "_hash" not in definition.__getstate__()
+        back = pickle.loads(pickle.dumps(definition))
+        assert back == definition and hash(back) == hash(definition)
+        assert back.get_partition_keys(NOW) == definition.get_partition_keys(NOW)
+
+
+def test_key_list_cache_holds_at_most_its_budget():
+    from nb_backfill.partitions import _KeyLists
+
+    cache = _KeyLists(budget=10)
+    made = []
+
+    def compute(n):
+        def make():
+            made.append(n)
+            return [str(i) for i in range(n)]
+
+        return make
+
+    assert cache.get("a", compute(4)) == ["0", "1", "2", "3"]
+    cache.get("b", compute(4))
+    cache.get("a", compute(4))  # a is now the most recently used
+    cache.get("c", compute(4))  # 12 > 10: b goes
+    assert made == [4, 4, 4]
+    cache.get("a", compute(4))
+    cache.get("b", compute(4))
+    assert made == [4, 4, 4, 4]
+    assert cache._held <= 10
+    assert cache.get("big", compute(11)) == [str(i) for i in range(11)]  # longer than the budget: not kept
+    assert "big" not in cache._lists and cache._held <= 10
+
+
+@pytest.mark.parametrize(
+    ("text", "fields"),
+    [
+        ("2000-02-29-23:00", (2000, 2, 29, 23, 0, 0)),
+        ("1900-02-29-00:00", None),  # no such day: strptime refuses it too
+        ("2023-02-29-00:00", None),
+        ("2024-13-01-00:00", None),
+        ("2024-01-01-24:00", None),
+        ("0000-01-01-00:00", None),
+        ("2024-1-01-00:00", None),  # strptime reads this one; it is left to strptime (and is not a key)
+        ("٢٠٢٤-01-01-00:00", None),  # non-ASCII digits, which int() would take
+        ("2024-01-01-+1:00", None),
+        ("2024-01-01 00:00", None),
+    ],
+)
+def test_keys_read_by_position_only_when_strptime_reads_them_the_same(text, fields):
+    from nb_backfill.keyformat import parse_fields
+
+    assert parse_fields(text, "%Y-%m-%d-%H:%M") == fields
+    hourly = HourlyPartitionsDefinition("1899-01-01-00:00")
+    assert hourly.has_partition_key(text, NOW) is (text == "2000-02-29-23:00")
+
+
+def test_a_repeated_wall_time_as_current_time_keeps_its_fold():
+    def make():
+        return HourlyPartitionsDefinition("2024-11-02-00:00", timezone="America/New_York")
+
+    hourly = make()
+    first, second = datetime(2024, 11, 3, 1, 30), datetime(2024, 11, 3, 1, 30, fold=1)
+    for current_time in (first, second, first, second.replace(tzinfo=hourly.tz), second):
+        expected = "2024-11-03-00:00" if current_time.fold == 0 else "2024-11-03-01:00"
+        assert hourly.get_last_partition_key(current_time) == expected
+        assert make().get_last_partition_key(current_time) == expected

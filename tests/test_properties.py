@@ -1,6 +1,7 @@
 """Properties that hold for every definition: hypothesis draws zones, schedules, formats and times."""
 
 import itertools
+import math
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
@@ -8,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import nb_backfill as nbb
-from nb_backfill.keyformat import format_ticks
-from nb_backfill.schedules import Ticks
+from nb_backfill.keyformat import format_tick, format_ticks, parse_fields
+from nb_backfill.schedules import DAY, Ticks, _offset_periods
 
 ZONES = [
     "UTC",
@@ -98,3 +99,159 @@ def test_bulk_formatting_equals_strftime(times, fmt):
     ticks = Ticks(utc, utc.copy(), np.zeros(len(utc), bool))
     expected = [t.replace(tzinfo=timezone.utc).strftime(fmt) for t in times]
     assert format_ticks(ticks, fmt, timezone.utc, suffix_repeated=False) == expected
+
+
+# --- the single-key path answers what the bulk path (and the code before it) answers ----------
+
+
+@st.composite
+def rich_definitions(draw):
+    """Definitions with end offsets, ends and custom formats (some only strptime reads), and a
+    current time."""
+    definition, now = draw(definitions())
+    params = {
+        "start": definition.start,
+        "fmt": definition.fmt,
+        "cron_schedule": definition.cron_schedule,
+        "timezone": definition.timezone,
+        "end_offset": draw(st.integers(-3, 3)),
+    }
+    if definition._schedule.every_hour:
+        params["fmt"] = draw(st.sampled_from(["%Y-%m-%d-%H:%M", "%Y%m%d %H%M", "%Y-%m-%dT%H:%M%z", "%d %b %Y %H:%M"]))
+    else:
+        params["fmt"] = draw(st.sampled_from(["%Y-%m-%d", "%Y/%m/%d %H:%M", "%Y-%m-%d %a", "%j of %Y"]))
+    if draw(st.booleans()):
+        params["end"] = now.replace(tzinfo=None) - timedelta(days=draw(st.integers(0, 40)))
+    return nbb.TimeWindowPartitionsDefinition(**params), now
+
+
+def reference_tick_of(definition, key):
+    """_tick_of as it was before the single-key path: strptime, then the next tick found in bulk,
+    formatted in bulk, compared with the key."""
+    fmt, tz = definition.fmt, definition.tz
+    try:
+        parsed = datetime.strptime(key, fmt)
+    except ValueError:
+        try:
+            parsed = datetime.strptime(key, fmt if "%z" in fmt else fmt + "%z")
+        except ValueError:
+            return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=tz, fold=0)
+    instant = math.floor(parsed.timestamp())
+    tick = int(definition._timeline.between(instant, instant + 800 * DAY).utc[0])
+    key_of_tick = format_ticks(definition._timeline.between(tick, tick + 1), fmt, tz, definition._suffix_repeated)[0]
+    return tick if key_of_tick == key else None
+
+
+def _probes(keys, data):
+    """Keys, and strings near keys that are not keys: shifted digits, other widths, suffixes."""
+    picked = data.draw(st.lists(st.sampled_from(keys), min_size=1, max_size=6)) if keys else []
+    probes = list(picked)
+    for key in picked:
+        i = data.draw(st.integers(0, len(key) - 1))
+        probes.append(key[:i] + data.draw(st.sampled_from("0123456789 -:")) + key[i + 1 :])
+        probes.append(key[:i] + key[i + 1 :])
+        probes += [key + "-0500", key + "+0100", key.replace("0", "", 1), " " + key]
+    return probes
+
+
+@settings(max_examples=150, deadline=None)
+@given(rich_definitions(), st.data())
+def test_single_key_answers_equal_the_bulk_answers(case, data):
+    definition, now = case
+    keys = definition.get_partition_keys(now)
+    assert definition.get_first_partition_key(now) == (keys[0] if keys else None)
+    assert definition.get_last_partition_key(now) == (keys[-1] if keys else None)
+    if keys:  # windows from the bulk ticks: each key's window ends where the next starts
+        bounds = definition._bounds(now)
+        ticks = definition._timeline.between(bounds[0], bounds[1] + 1).utc.tolist()
+        ticks.append(definition._timeline.next(ticks[-1] + 1))
+        for i in data.draw(st.lists(st.integers(0, len(keys) - 1), max_size=8)):
+            window = definition.time_window_for_partition_key(keys[i])
+            assert (window.start.timestamp(), window.end.timestamp()) == (ticks[i], ticks[i + 1])
+    listed = set(keys)
+    for probe in _probes(keys, data):
+        assert definition._tick_of(probe) == reference_tick_of(definition, probe), probe
+        assert definition.has_partition_key(probe, now) == (probe in listed), probe
+
+
+@settings(max_examples=100, deadline=None)
+@given(rich_definitions(), st.lists(st.integers(-3 * DAY, 3 * DAY), min_size=1, max_size=12), st.data())
+def test_answers_at_many_current_times_equal_a_fresh_definitions(case, shifts, data):
+    definition, now = case
+    base = math.floor(now.replace(tzinfo=definition.tz).timestamp())
+    instants = [base + s for s in shifts]
+    for t in list(instants):  # ticks themselves, and a second either side
+        tick = definition._timeline.prev(t)
+        instants += [tick - 1, tick, tick + 1]
+    for instant in data.draw(st.permutations(instants)):
+        current_time = datetime.fromtimestamp(instant, timezone.utc)
+        fresh = nbb.TimeWindowPartitionsDefinition(
+            definition.start,
+            definition.fmt,
+            definition.end,
+            definition.cron_schedule,
+            definition.timezone,
+            definition.end_offset,
+        )
+        assert definition._bounds(current_time) == fresh._bounds_at(instant)
+        assert definition.get_last_partition_key(current_time) == fresh.get_last_partition_key(current_time)
+
+
+@settings(max_examples=100, deadline=None)
+@given(definitions(), st.integers(-200 * DAY, 200 * DAY), st.integers(1, 30))
+def test_next_and_prev_from_chunks_equal_a_bulk_search(case, shift, n):
+    definition, now = case
+    line = definition._timeline
+    t = math.floor(now.replace(tzinfo=definition.tz).timestamp()) + shift
+    reach = 60 * DAY * (n + 1)
+    assert line.next(t, n) == int(line.between(t, t + reach).utc[n - 1])
+    assert line.prev(t, n) == int(line.between(t - reach, t + 1).utc[-n])
+    tick = line.next(t)
+    ticks = line.between(tick, tick + 1)
+    assert line.wall_of(tick) == (int(ticks.wall[0]), bool(ticks.repeated[0]))
+    for lo, hi in ((t, t + reach), (t - reach, t), (tick, tick + 1), (t, t)):
+        from_chunks, bulk = line.ticks_in(lo, hi), line.between(lo, hi)
+        for column in ("utc", "wall", "repeated"):
+            assert getattr(from_chunks, column).tolist() == getattr(bulk, column).tolist()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.sampled_from(ZONES), st.integers(1900, 2100), st.lists(st.integers(0, 366 * DAY), min_size=1, max_size=30))
+def test_offset_periods_agree_with_the_zone(zone, year, moments):
+    tz = nbb.partitions.get_timezone(zone)
+    starts, offsets = _offset_periods(tz, year, year + 1)
+    for moment in moments:
+        t = int(datetime(year, 1, 1, tzinfo=timezone.utc).timestamp()) + moment
+        expected = datetime.fromtimestamp(t, tz).utcoffset().total_seconds()
+        assert offsets[np.searchsorted(starts, t, side="right") - 1] == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.datetimes(datetime(1000, 1, 1), datetime(9999, 12, 30)), st.sampled_from(FAST_FORMATS + SLOW_FORMATS))
+def test_one_key_is_formatted_as_the_bulk_path_formats_it(moment, fmt):
+    wall = int(moment.replace(microsecond=0, tzinfo=timezone.utc).timestamp())
+    ticks = Ticks(np.array([wall]), np.array([wall]), np.array([False]))
+    assert format_tick(wall, wall, False, fmt, timezone.utc, False) == format_ticks(ticks, fmt, timezone.utc, False)[0]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.datetimes(datetime(1, 1, 1), datetime(9999, 12, 31)),
+    st.sampled_from(["%Y-%m-%d", "%Y-%m-%d-%H:%M", "%Y%m%d%H%M%S", "%H:%M %d.%m.%Y", "%m/%d", "at %H%%"]),
+    st.text("0123456789-:./ %at", max_size=4),
+    st.integers(0, 20),
+)
+def test_reading_a_key_by_position_agrees_with_strptime(moment, fmt, noise, at):
+    text = moment.strftime(fmt)
+    for candidate in (text, text[:at] + noise + text[at:], text[:at] + text[at + len(noise) :]):
+        try:
+            parsed = datetime.strptime(candidate, fmt)
+            expected = (parsed.year, parsed.month, parsed.day, parsed.hour, parsed.minute, parsed.second)
+        except ValueError:
+            expected = None
+        fields = parse_fields(candidate, fmt)
+        assert fields is None or fields == expected, candidate  # None: strptime decides, as before
+        if candidate == text and expected is not None and moment.year >= 1000:  # the common case is fast
+            assert fields == expected

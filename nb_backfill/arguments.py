@@ -11,18 +11,19 @@ import argparse
 import difflib
 import inspect
 from collections.abc import Mapping
-from typing import NoReturn
-
-import pandas as pd
+from typing import TYPE_CHECKING, NoReturn
 
 from . import jobs
 from .backfills import Backfill, get_backfill, launch, launch_backfill
 from .errors import DefinitionError, NbBackfillError, UnknownBackfillError, quoted_list
 from .executors import EXECUTORS
 from .jobs import Job
-from .options import COORDINATORS, ORDERS, check_options
+from .options import COORDINATORS, ORDERS, LaunchOptions, check_options
 from .selection import Choice
 from .storage import get_instance
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 SELECTION_FLAGS = ("partitions", "from_", "to", "all", "missing", "failed")
 _API_DEFAULTS = {name: p.default for name, p in inspect.signature(launch_backfill).parameters.items()}
@@ -157,15 +158,22 @@ def choice_of(args: argparse.Namespace, *, all_by_default: bool) -> Choice:
     )
 
 
-def launch_from(
-    args: argparse.Namespace, job: Job, *, all_by_default: bool, dry_run: bool | None = None
-) -> Backfill | pd.DataFrame:
-    """Launch (or with --dry-run or dry_run=True, plan) what parsed launch flags ask, through the Python API."""
+def launch_request(
+    args: argparse.Namespace, *, all_by_default: bool
+) -> tuple[Choice, LaunchOptions, dict[str, str] | None]:
+    """What parsed launch flags ask: the partitions chosen, the checked options and the tags."""
     tags = {k: v for given in args.tags for k, v in given.items()} if args.tags else None
     options = check_options(
         args.coordinator, args.max_concurrent, None, args.executor, args.max_workers, args.order, args.retries
     )
-    choice = choice_of(args, all_by_default=all_by_default)
+    return choice_of(args, all_by_default=all_by_default), options, tags
+
+
+def launch_from(
+    args: argparse.Namespace, job: Job, *, all_by_default: bool, dry_run: bool | None = None
+) -> Backfill | pd.DataFrame:
+    """Launch (or with --dry-run or dry_run=True, plan) what parsed launch flags ask, through the Python API."""
+    choice, options, tags = launch_request(args, all_by_default=all_by_default)
     return launch(
         job, choice, options, tags, dry_run=args.dry_run if dry_run is None else dry_run, instance=home_of(args)
     )

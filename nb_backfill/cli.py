@@ -21,9 +21,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
-
-import pandas as pd
+from typing import TYPE_CHECKING, TextIO
 
 from .arguments import (
     HelpShown,
@@ -39,18 +37,24 @@ from .arguments import (
     job_summary,
     jobs_in,
     launch_from,
+    launch_request,
 )
 from .backfills import Backfill, get_backfill, list_backfills, resume_backfill
 from .errors import BackfillStateError, NbBackfillError
 from .jobs import Job
 from .progress import Progress
 from .statuses import BACKFILL_DONE, BackfillStatus, RunStatus
+from .storage import Storage, get_instance
+
+if TYPE_CHECKING:  # pandas loads when a command shows a frame: launching and following never do
+    import pandas as pd
 
 PROG = "nb-backfill"
 MANY_PARTITIONS = 200  # beyond this, show the first and last EDGE keys
 EDGE = 50
 RUN_FORMATS = ("table", "csv", "json")
 FAILURES_SHOWN = 10
+REDRAW_SECONDS = 0.1  # progress is redrawn this often; the end of the backfill wakes the command at once
 
 
 class JobSourceError(NbBackfillError):
@@ -286,14 +290,13 @@ def summary(bf: Backfill) -> str:
     lines += [f"  {status.ljust(width)}  {n:>6}" for status, n in counts.items()]
     if progress.note:
         lines.append(progress.note)
-    runs = bf.runs_df()
-    failed = runs[runs["status"] == RunStatus.FAILURE]
-    if len(failed):
+    if not progress.counts.get(RunStatus.FAILURE):
+        return "\n".join(lines)
+    runs = bf.tracker()  # the runs' partitions and statuses, in backfill order (no frame: no pandas)
+    failed = [key for key, status in zip(runs.partitions, runs.status) if status == RunStatus.FAILURE]
+    if failed:
         lines.append(f"failed partitions ({len(failed)}):")
-        lines += [
-            f"  {key}  {last_line(error)}"
-            for key, error in zip(partition_keys(failed)[:FAILURES_SHOWN], failed["error"])
-        ]
+        lines += [f"  {key}  {last_line(bf.error(key))}" for key in failed[:FAILURES_SHOWN]]
         if len(failed) > FAILURES_SHOWN:
             lines.append(f"  ... {len(failed) - FAILURES_SHOWN} more: {PROG} runs --backfill {bf.id}")
     return "\n".join(lines)
@@ -305,11 +308,16 @@ def follow(bf: Backfill, terminal: Terminal, resume_command: str) -> int:
     it can be resumed; a second Ctrl-C stops them at once)."""
     tracker = bf.tracker()
     display = ProgressDisplay(terminal)
+    storage = tracker.storage
     try:
         while (record := bf.record).status not in BACKFILL_DONE:
             tracker.poll()
             display.show(tracker.progress(record))
-            tracker.storage.wait_for_change(0.1)
+            # the change of a backfill's status is announced under this lock: held from the look to the
+            # wait, an end announced after the look still wakes the wait (this process runs the backfill)
+            with storage.backfill_changed:
+                if not _ended(storage, bf.id):
+                    storage.backfill_changed.wait(REDRAW_SECONDS)
     except KeyboardInterrupt:
         try:  # the message is written inside: a second Ctrl-C right after it still stops the runs
             terminal.err.write(
@@ -326,6 +334,12 @@ def follow(bf: Backfill, terminal: Terminal, resume_command: str) -> int:
     display.show(tracker.progress(bf.record), final=True)
     terminal.print(summary(bf))
     return 0 if bf.status == BackfillStatus.COMPLETED_SUCCESS else 1
+
+
+def _ended(storage: Storage, backfill_id: str) -> bool:
+    """Whether the stored backfill is done (a plain read: it runs under the store's change lock)."""
+    record = storage.get_backfill(backfill_id)
+    return record is None or record.status in BACKFILL_DONE
 
 
 def abort(bf: Backfill) -> str:
@@ -348,16 +362,30 @@ def resume_command(args: argparse.Namespace, backfill_id: str) -> str:
 # --- commands
 
 
+def launch_keys(args: argparse.Namespace, job: Job) -> tuple[list[str], int]:
+    """The partitions a launch would run, and how many the flags selected: from the launch's plan,
+    or, for a selection that --missing and --failed do not narrow, the selection itself, which runs
+    whole (so no plan is built, nor pandas loaded, before launching it). Checks what the plan checks,
+    in its order: options, the selection's keys, the store (the process executor's guard of
+    `__main__` comes before the keys, so that executor always plans)."""
+    if args.missing or args.failed or args.executor != "thread":
+        plan = launch_from(args, job, all_by_default=True, dry_run=True)
+        return plan.loc[plan["action"] == "launch", "partition"].tolist(), len(plan)
+    choice, _options, _tags = launch_request(args, all_by_default=True)
+    keys = choice.keys(job.partitions_def)
+    get_instance(home_of(args))
+    return keys, len(keys)
+
+
 def job_backfill(args: argparse.Namespace, terminal: Terminal) -> int:
     """`job backfill`: show the partitions, ask, launch and follow the backfill here."""
     jobs, where = load_jobs(args)
     job = find_job(args.job, jobs, where)
-    plan = launch_from(args, job, all_by_default=True, dry_run=True)
     if args.dry_run:
-        terminal.print(plan.to_string(index=False))
+        terminal.print(launch_from(args, job, all_by_default=True, dry_run=True).to_string(index=False))
         return 0
-    keys = plan.loc[plan["action"] == "launch", "partition"].tolist()
-    of = f" of {len(plan)} selected" if len(keys) < len(plan) else ""
+    keys, selected = launch_keys(args, job)
+    of = f" of {selected} selected" if len(keys) < selected else ""
     terminal.print(f"Job: {job.name}\nPartitions ({len(keys)}{of}):")
     terminal.print("\n".join(partition_listing(keys, terminal.width)))
     if (
@@ -420,6 +448,8 @@ def backfill_retry(args: argparse.Namespace, terminal: Terminal) -> int:
 
 def runs_frame(bf: Backfill) -> pd.DataFrame:
     """A backfill's runs for export: the partition as a column, ISO times, durations in seconds."""
+    import pandas as pd
+
     runs = bf.runs_df()
     keys = partition_keys(runs)
     runs = runs.reset_index(drop=True)

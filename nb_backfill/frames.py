@@ -7,13 +7,28 @@ the index (a MultiIndex of the dimensions for multi partitions), never also a co
 from __future__ import annotations
 
 from collections.abc import Sequence
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from .jobs import Job
 from .partitions import MultiPartitionsDefinition, PartitionsDefinition
-from .statuses import BACKFILL_DONE, RUN_DONE, PartitionStatus, RunStatus, StepStatus, partition_status_of
+from .statuses import BACKFILL_DONE, PartitionStatus, RunStatus, StepStatus, partition_status_of
 from .storage import Storage, owner_alive
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:
+
+    class _Pandas:
+        """pandas, imported when the first frame is built: `import nb_backfill` and the command line stay fast."""
+
+        def __getattr__(self, name: str):
+            import pandas
+
+            value = getattr(pandas, name)
+            setattr(self, name, value)  # later uses skip this lookup
+            return value
+
+    pd = _Pandas()
 
 RUN_COLUMNS = ["run_id", "status", "attempt", "start_time", "end_time", "duration", "error"]
 ATTEMPT_COLUMNS = ["run_id", "attempt", "status", "start_time", "end_time", "duration", "error"]
@@ -49,23 +64,15 @@ def runs_df(storage: Storage, backfill_id: str, definition: PartitionsDefinition
 
 
 def attempts_df(storage: Storage, backfill_id: str, definition: PartitionsDefinition | None) -> pd.DataFrame:
-    """One row per attempt of every run of a backfill, from the change feed: when it started and
-    ended, how it ended and why. An attempt still going has no end."""
-    partition_of = {row[0]: row[1] for row in storage.run_rows(backfill_id)}
-    attempts: dict[tuple[str, int], list] = {}
-    for run_id, status, attempt, ts, message in storage.run_history(backfill_id):
-        row = attempts.setdefault((run_id, attempt), [run_id, attempt, RunStatus.QUEUED, None, None, None])
-        row[2] = status
-        if status in (RunStatus.STARTING, RunStatus.STARTED) and row[3] is None:
-            row[3] = ts
-        if status in RUN_DONE:
-            row[4], row[5] = ts, message
-    for run_id in partition_of:  # attempts that never changed status: queued first attempts
-        attempts.setdefault((run_id, 1), [run_id, 1, RunStatus.QUEUED, None, None, None])
-    position = {run_id: i for i, run_id in enumerate(partition_of)}
-    ordered = sorted(attempts.values(), key=lambda r: (position.get(r[0], len(position)), r[1]))
-    frame = pd.DataFrame(ordered, columns=["run_id", "attempt", "status", "start_time", "end_time", "error"])
-    frame["status"] = pd.Categorical(frame["status"].map(str), categories=_categories(RunStatus))
+    """One row per attempt of every run of a backfill: the attempts a retry or resume replaced,
+    then the current one; when each started and ended, how it ended and why."""
+    current = storage.run_rows(backfill_id)
+    partition_of = {row[0]: row[1] for row in current}
+    position = {row[0]: i for i, row in enumerate(current)}
+    attempts = storage.past_attempts(backfill_id) + [(r, a, s, t0, t1, e) for r, _p, s, a, t0, t1, e in current]
+    attempts.sort(key=lambda row: (position.get(row[0], len(position)), row[1]))
+    frame = pd.DataFrame(attempts, columns=["run_id", "attempt", "status", "start_time", "end_time", "error"])
+    frame["status"] = pd.Categorical(frame["status"], categories=_categories(RunStatus))
     frame["attempt"] = frame["attempt"].astype("int64")
     frame["start_time"] = _times(frame["start_time"])
     frame["end_time"] = _times(frame["end_time"])

@@ -12,7 +12,6 @@ it over.
 from __future__ import annotations
 
 import difflib
-import os
 import secrets
 import string
 import time
@@ -20,8 +19,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
-
-import pandas as pd
 
 from . import frames
 from .engine import Engine, OwnedElsewhere, job_missing, running
@@ -34,7 +31,7 @@ from .errors import (
     quoted_list,
 )
 from .executors import make_executor
-from .executors.process import check_main_guard
+from .frames import pd  # pandas, imported when the first frame is built
 from .jobs import Job, RetryPolicy, check_tags, get_job
 from .options import LaunchOptions, check_options, positive_int
 from .policy import PendingRun
@@ -42,6 +39,15 @@ from .progress import Progress, Tracker, all_counts
 from .selection import Choice
 from .statuses import BACKFILL_DONE, BackfillStatus, PartitionStatus
 from .storage import BackfillRecord, RunRecord, Storage, get_instance, owner_alive
+
+
+def check_main_guard() -> None:
+    """executors.process.check_main_guard, imported by the first process-executor launch (not at
+    `import nb_backfill`: it loads multiprocessing and cloudpickle)."""
+    from .executors.process import check_main_guard as check
+
+    check()
+
 
 ASK_TIMEOUT = 10.0  # seconds to wait for another process to carry out a command
 
@@ -52,8 +58,7 @@ def _new_id(length: int = 8) -> str:
 
 def _run_ids(backfill_id: str, count: int) -> list[str]:
     """Run ids begin with the backfill id and '-' (storage finds a backfill's steps by that prefix)."""
-    salt = os.urandom(4).hex()
-    return [f"{backfill_id}-{salt}-{i:06d}" for i in range(count)]
+    return [f"{backfill_id}-{i:06d}" for i in range(count)]
 
 
 _REASONS = {

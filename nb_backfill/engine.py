@@ -44,6 +44,8 @@ from .storage import INTERRUPTED, BackfillRecord, OnePerStore, Storage, StorageE
 WRITE_FAULT_LIMIT = 30.0  # seconds a failing store is retried before its backfills fail
 LOG_LIMIT = 1_000_000  # characters of captured output stored per run attempt; the rest goes to a file
 COMMAND_POLL = 0.2  # seconds between looks for commands from other processes
+BACKLOG = 256  # runs the default coordinator keeps handed to its executor
+GATHER = 0.002  # seconds a turn waits after the first event for more, so a write carries many
 _HEARTBEAT = 2.0
 _WAKE = Event("", "WAKE", 0.0)
 VERBS = ("cancel", "pause", "resume", "retry", "max_concurrent", "abort")
@@ -80,7 +82,8 @@ class ActiveBackfill:
         """How many runs may be handed to the executor at once."""
         if self.options.coordinator == "queued":
             return self.options.max_concurrent or self.executor.max_workers
-        return 2 * self.executor.max_workers  # a backlog, so workers never wait for the engine
+        # a backlog, so workers never wait for the engine (runs not started can still be taken back)
+        return max(2 * self.executor.max_workers, BACKLOG)
 
     @property
     def limits(self) -> list[TagLimit]:
@@ -224,6 +227,8 @@ class Engine(OnePerStore):
             first = self._events.get(timeout=timeout) if timeout > 0 else self._events.get_nowait()
         except queue.Empty:
             return []
+        if first is not _WAKE and timeout > 0:
+            time.sleep(GATHER)
         batch = [first]
         try:
             while len(batch) < 20_000:
@@ -410,11 +415,12 @@ class Engine(OnePerStore):
             for _ in range(picked.scanned):
                 active.pending.popleft()
             active.pending.extendleft(reversed(picked.held))
+            requests = []
             for run, tags in picked.start:
                 active.in_flight[run.run_id] = (run, tags)
-                active.executor.submit(
-                    active.job, RunRequest(run.run_id, run.partition, run.attempt, active.id, dict(tags))
-                )
+                requests.append(RunRequest(run.run_id, run.partition, run.attempt, active.id, tags))
+            if requests:
+                active.executor.submit(active.job, *requests)
 
     # --- control
     def _control(self, backfill_id: str, verb: str, arg: Any, job: Job | None) -> str:

@@ -124,27 +124,35 @@ class Tracker:
     def __init__(self, storage: Storage, backfill_id: str):
         self.storage = storage
         self.backfill_id = backfill_id
-        with storage.reading():  # the runs, the record and the feed's position, of one moment
-            self.seq = storage.last_seq()
-            rows = storage.run_rows(backfill_id)
-            self.record: BackfillRecord | None = storage.get_backfill(backfill_id)
-        self.index = {row[0]: i for i, row in enumerate(rows)}
+        self.rate = RateMeter()
+        self.read()
+
+    def read(self) -> None:
+        """Read the backfill's runs whole: at the start, and whenever it ends (its runs' entries
+        then leave the feed, maybe before they were read)."""
+        with self.storage.reading():  # the runs, the record and the feed's position, of one moment
+            self.seq = self.storage.last_seq()
+            rows = self.storage.run_rows(self.backfill_id)
+            self.record: BackfillRecord | None = self.storage.get_backfill(self.backfill_id)
+        self.run_ids = [row[0] for row in rows]
+        self.index = {run_id: i for i, run_id in enumerate(self.run_ids)}
         self.partitions = [row[1] for row in rows]
         self.status = [row[2] for row in rows]
         self.attempt = [row[3] for row in rows]
         self.counts: Counter[str] = Counter(self.status)
-        self.rate = RateMeter()
 
     def apply(self, changes: Iterable[Change]) -> list[int]:
-        """Apply feed entries of this backfill; returns the runs whose status changed."""
+        """Apply feed entries of this backfill; returns the runs whose status changed (all of
+        them, read again, when the backfill has just ended)."""
         changed: list[int] = []
-        backfill_changed = False
+        backfill_changed = ended = False
         for change in changes:
             self.seq = max(self.seq, change.seq)
             if change.backfill_id != self.backfill_id:
                 continue
             if change.run_id is None:
                 backfill_changed = True
+                ended = ended or change.status in BACKFILL_DONE
                 continue
             i = self.index.get(change.run_id)
             if i is None or change.step is not None:
@@ -153,6 +161,9 @@ class Tracker:
             self.counts[change.status] += 1
             self.status[i], self.attempt[i] = change.status, change.attempt
             changed.append(i)
+        if ended:  # it ended (maybe ran again and ended since): its runs' entries left the feed
+            self.read()
+            return list(range(len(self.run_ids)))
         if backfill_changed:
             self.record = self.storage.get_backfill(self.backfill_id)
         return changed

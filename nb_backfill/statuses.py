@@ -47,6 +47,11 @@ _RUN_NEXT: dict[str, frozenset[str]] = {
 }
 
 
+# (status, new status) pairs allowed within an attempt: what run_change_allowed says, as one set
+# lookup for storage's hot loop
+RUN_MOVES = frozenset((status, new) for status, news in _RUN_NEXT.items() for new in news)
+
+
 def run_change_allowed(status: str, attempt: int, new_status: str, new_attempt: int) -> bool:
     """Whether a run at (status, attempt) may become (new_status, new_attempt).
 
@@ -76,6 +81,12 @@ _STEP_NEXT: dict[str, frozenset[str]] = {
     StepStatus.RUNNING: frozenset({StepStatus.SUCCESS, StepStatus.FAILURE, StepStatus.CANCELED}),
     StepStatus.FAILURE: frozenset({StepStatus.RUNNING}),  # a step retry, within the same run attempt
 }
+
+
+# (status or None for no row yet, new status) pairs: what step_change_allowed says, as one set
+STEP_MOVES = frozenset(
+    (None if status == StepStatus.PENDING else status, new) for status, news in _STEP_NEXT.items() for new in news
+) | frozenset((StepStatus.PENDING, new) for new in _STEP_NEXT[StepStatus.PENDING])
 
 
 def step_change_allowed(status: str | None, new_status: str) -> bool:

@@ -27,16 +27,17 @@ from .statuses import (
     LOG,
     RUN_DONE,
     RUN_IN_FLIGHT,
+    RUN_MOVES,
     STEP_DONE,
+    STEP_MOVES,
     Event,
     RunStatus,
     StepStatus,
     backfill_change_allowed,
     run_change_allowed,
-    step_change_allowed,
 )
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 HOME_ENV = "NB_BACKFILL_HOME"
 DEFAULT_DIR = ".nb_backfill"
 DB_NAME = "nb_backfill.db"
@@ -89,8 +90,47 @@ _V2 = (
     "CREATE INDEX commands_open ON commands (owner, id) WHERE done IS NULL",
     "CREATE INDEX backfills_by_job ON backfills (job_name, created)",
 )
-# Each entry upgrades the schema by one version; a new version appends, never edits.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2)
+
+
+def _keep_past_attempts(conn: sqlite3.Connection) -> None:
+    """v3: past attempts, which v2 kept only as events, into their own table."""
+    rows = conn.execute(
+        "SELECT events.run_id, events.attempt, events.status, events.ts, events.message FROM events "
+        "JOIN runs USING (run_id) WHERE events.step IS NULL AND events.attempt < runs.attempt ORDER BY events.seq"
+    ).fetchall()
+    past: dict[tuple[str, int], list[Any]] = {}
+    for run_id, attempt, status, ts, message in rows:
+        row = past.setdefault((run_id, attempt), [run_id, attempt, status, None, None, None])
+        row[2] = status
+        if status in (RunStatus.STARTING, RunStatus.STARTED) and row[3] is None:
+            row[3] = ts
+        if status in RUN_DONE:
+            row[4], row[5] = ts, message
+    conn.executemany("INSERT OR REPLACE INTO attempts VALUES (?,?,?,?,?,?)", list(past.values()))
+
+
+_V3 = (
+    # an attempt a retry or resume replaces, as it ended (the runs table holds the current one)
+    """CREATE TABLE attempts (
+        run_id TEXT NOT NULL, attempt INTEGER NOT NULL, status TEXT NOT NULL, start_time REAL, end_time REAL,
+        error TEXT, PRIMARY KEY (run_id, attempt)) WITHOUT ROWID""",
+    _keep_past_attempts,
+    # the feed is read in order (seq), never by run: one entry a run per write, no index by run; a
+    # sequence number is never given twice (AUTOINCREMENT), though entries of ended backfills leave
+    """CREATE TABLE feed (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT, backfill_id TEXT, run_id TEXT, step TEXT, status TEXT NOT NULL,
+        attempt INTEGER NOT NULL, ts REAL NOT NULL, message TEXT)""",
+    "INSERT INTO feed SELECT * FROM events ORDER BY seq",
+    "DROP TABLE events",
+    "ALTER TABLE feed RENAME TO events",
+    # a job's runs are found through its backfills (backfills_by_job, then runs_by_backfill)
+    "DROP INDEX runs_by_partition",
+    # where a backfill's entries begin in the feed: they leave it when the backfill ends
+    "ALTER TABLE backfills ADD COLUMN feed_from INTEGER",
+)
+# Each entry upgrades the schema by one version; a new version appends, never edits. An entry is
+# SQL, or a function of the connection for what SQL alone cannot say.
+MIGRATIONS: tuple[tuple[Any, ...], ...] = (_V1, _V2, _V3)
 
 
 class StorageError(NbBackfillError):
@@ -235,7 +275,11 @@ def _marks(n: int) -> str:
     return ",".join("?" * n)
 
 
+_BACKFILL_COLUMNS = "id, job_name, status, created, updated, ended, num_partitions, options, tags, partitions_def, owner, heartbeat, error"
 _STARTED = frozenset({RunStatus.STARTING, RunStatus.STARTED})
+_STEPPING = frozenset({RunStatus.STARTED, RunStatus.CANCELING})  # a run whose steps may have rows
+_NONE = (None,)
+QUEUED, RUNNING = RunStatus.QUEUED.value, StepStatus.RUNNING.value
 _RUN_COLUMNS = (
     "run_id, backfill_id, job_name, partition, seq, status, attempt, queued, start_time, end_time, error, not_before"
 )
@@ -445,7 +489,7 @@ class Storage:
             version = self._check_schema(conn)
             for statements in MIGRATIONS[version:]:
                 for statement in statements:
-                    conn.execute(statement)
+                    statement(conn) if callable(statement) else conn.execute(statement)
             conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
 
     @property
@@ -457,7 +501,7 @@ class Storage:
         """Write a backfill and its QUEUED runs (run_id, partition, seq) in one transaction."""
         with self.transaction() as conn:
             conn.execute(
-                "INSERT INTO backfills VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                f"INSERT INTO backfills ({_BACKFILL_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     record.id,
                     record.job_name,
@@ -483,16 +527,19 @@ class Storage:
                 ),
             )
             self._feed(conn, [(record.id, None, None, record.status, 0, record.created, None)])
+            conn.execute("UPDATE backfills SET feed_from = last_insert_rowid() WHERE id = ?", (record.id,))
 
     def get_backfill(self, backfill_id: str) -> BackfillRecord | None:
-        rows = self.query("SELECT * FROM backfills WHERE id = ?", (backfill_id,))
+        rows = self.query(f"SELECT {_BACKFILL_COLUMNS} FROM backfills WHERE id = ?", (backfill_id,))
         return _backfill(rows[0]) if rows else None
 
     def list_backfills(self, job_name: str | None = None) -> list[BackfillRecord]:
         if job_name is None:
-            rows = self.query("SELECT * FROM backfills ORDER BY created DESC")
+            rows = self.query(f"SELECT {_BACKFILL_COLUMNS} FROM backfills ORDER BY created DESC")
         else:
-            rows = self.query("SELECT * FROM backfills WHERE job_name = ? ORDER BY created DESC", (job_name,))
+            rows = self.query(
+                f"SELECT {_BACKFILL_COLUMNS} FROM backfills WHERE job_name = ? ORDER BY created DESC", (job_name,)
+            )
         return [_backfill(r) for r in rows]
 
     def backfill_ids(self) -> list[str]:
@@ -511,6 +558,12 @@ class Storage:
                 (status, now, now if done else None, storable(error), backfill_id),
             )
             self._feed(conn, [(backfill_id, None, None, status, 0, now, storable(error))])
+            if done:  # its runs' entries leave the feed (the tables hold where they ended): it stays small
+                conn.execute(
+                    "DELETE FROM events WHERE seq > (SELECT COALESCE(feed_from, 0) FROM backfills WHERE id = ?) "
+                    "AND backfill_id = ? AND run_id IS NOT NULL",
+                    (backfill_id, backfill_id),
+                )
         self._backfill_changed()
         return True
 
@@ -578,7 +631,9 @@ class Storage:
     def partition_runs(self, job_name: str) -> list[tuple[str, str, str | None]]:
         """(partition, status, backfill_id) of every run of a job, oldest first."""
         return self.query(
-            "SELECT partition, status, backfill_id FROM runs WHERE job_name = ? ORDER BY rowid", (job_name,)
+            "SELECT runs.partition, runs.status, runs.backfill_id FROM backfills JOIN runs ON runs.backfill_id = backfills.id "
+            "WHERE backfills.job_name = ? ORDER BY backfills.created, runs.seq",
+            (job_name,),
         )
 
     def owners(self, job_name: str) -> list[tuple[str, str, str | None, float | None]]:
@@ -620,9 +675,13 @@ class Storage:
         return len(runs)
 
     def _apply(self, conn: sqlite3.Connection, events: Sequence[Event]) -> int:
-        """Apply events in order where the lifecycle allows; write rows, feed entries and logs."""
+        """Apply events in order where the lifecycle allows; write the rows, one feed entry for
+        each run that changed (its status and attempt now), the attempts a new one replaces, and
+        logs. Returns how many status changes were accepted."""
         run_ids = list({e.run_id for e in events if e.status != LOG})
-        runs: dict[str, list[Any]] = {}
+        runs: dict[
+            str, list[Any]
+        ] = {}  # run_id -> [status, attempt, queued, start, end, error, not_before, backfill_id]
         for chunk in _chunks(run_ids):
             for row in conn.execute(
                 f"SELECT run_id, status, attempt, queued, start_time, end_time, error, not_before, backfill_id "
@@ -630,73 +689,78 @@ class Storage:
                 chunk,
             ):
                 runs[row[0]] = list(row[1:])
-        stepped = list({e.run_id for e in events if e.step is not None and e.status != LOG and e.run_id in runs})
+        # only a run in flight has step rows of its current attempt (a new attempt starts with none)
+        stepped = list({e.run_id for e in events if e.step is not None and runs.get(e.run_id, _NONE)[0] in _STEPPING})
         steps: dict[str, dict[str, list[Any]]] = {}  # run_id -> step -> [status, attempt, start, end, error]
         for chunk in _chunks(stepped):
             for run_id, step, *rest in conn.execute(
-                f"SELECT run_id, step, status, attempt, start_time, end_time, error FROM steps WHERE run_id IN ({_marks(len(chunk))})",
+                f"SELECT run_id, step, status, attempt, start_time, end_time, error FROM steps "
+                f"WHERE run_id IN ({_marks(len(chunk))})",
                 chunk,
             ):
                 steps.setdefault(run_id, {})[step] = rest
-        changed_runs: set[str] = set()
         changed_steps: set[tuple[str, str]] = set()
-        requeued: set[str] = set()
-        fed, logs = [], []
+        fed: dict[str, float] = {}  # run_id -> when it last changed in this batch (one feed entry a run)
+        archived, requeued, logs = [], [], []
+        accepted = 0
         for e in events:
-            run = runs.get(e.run_id)
-            if e.status == LOG:
+            new = e.status
+            if new == LOG:
                 logs.append((e.run_id, e.step, e.ts, storable(e.message, limit=None)))
                 continue
+            run = runs.get(e.run_id)
             if run is None:
                 continue
             status, attempt = run[0], run[1]
-            message = storable(e.message)
             if e.step is None:
-                if not run_change_allowed(status, attempt, e.status, e.attempt):
-                    continue
-                if e.status == RunStatus.QUEUED:  # the next attempt: a fresh run row, its steps gone
-                    run[:7] = [RunStatus.QUEUED, e.attempt, e.ts, None, None, None, e.not_before]
-                    requeued.add(e.run_id)
-                    steps.pop(e.run_id, None)
-                else:
-                    run[0] = e.status
-                    if run[3] is None and e.status in _STARTED:
+                if e.attempt == attempt:
+                    if (status, new) not in RUN_MOVES:
+                        continue
+                    run[0] = new
+                    if run[3] is None and new in _STARTED:
                         run[3] = e.ts
-                    if e.status in RUN_DONE:
-                        run[4], run[5] = e.ts, message
-                changed_runs.add(e.run_id)
+                    if new in RUN_DONE:
+                        run[4], run[5] = e.ts, storable(e.message)
+                elif run_change_allowed(status, attempt, new, e.attempt):  # the next attempt
+                    archived.append((e.run_id, attempt, status, run[3], run[4], run[5]))
+                    run[:7] = [QUEUED, e.attempt, e.ts, None, None, None, e.not_before]
+                    requeued.append(e.run_id)
+                    steps.pop(e.run_id, None)  # its steps start over
+                else:
+                    continue
             else:
+                if e.attempt != attempt or status not in RUN_IN_FLIGHT:
+                    continue
                 of_run = steps.setdefault(e.run_id, {})
                 step = of_run.get(e.step)
-                if (
-                    e.attempt != attempt
-                    or status not in RUN_IN_FLIGHT
-                    or not step_change_allowed(step and step[0], e.status)
-                ):
+                if (step[0] if step else None, new) not in STEP_MOVES:
                     continue
                 if step is None:
-                    step = of_run[e.step] = [e.status, e.step_attempt, None, None, None]
-                step[0], step[1] = e.status, e.step_attempt
-                if e.status == StepStatus.RUNNING:
-                    step[2], step[3], step[4] = e.ts, None, None
-                elif e.status in STEP_DONE:
-                    step[3], step[4] = e.ts, message
+                    step = of_run[e.step] = [new, e.step_attempt, e.ts if new == RUNNING else None, None, None]
+                else:
+                    step[0], step[1] = new, e.step_attempt
+                    if new == RUNNING:
+                        step[2], step[3], step[4] = e.ts, None, None
+                if new in STEP_DONE:
+                    step[3], step[4] = e.ts, storable(e.message)
                 changed_steps.add((e.run_id, e.step))
-            fed.append((run[7], e.run_id, e.step, e.status, e.attempt, e.ts, message))  # str enums bind as text
+            accepted += 1
+            fed[e.run_id] = e.ts
         conn.executemany(
             "UPDATE runs SET status = ?, attempt = ?, queued = ?, start_time = ?, end_time = ?, error = ?, not_before = ? "
             "WHERE run_id = ?",
-            [(*runs[run_id][:7], run_id) for run_id in changed_runs],
+            [(*runs[run_id][:7], run_id) for run_id in fed],
         )
         if requeued:
+            conn.executemany("INSERT OR REPLACE INTO attempts VALUES (?,?,?,?,?,?)", archived)
             conn.executemany("DELETE FROM steps WHERE run_id = ?", [(r,) for r in requeued])
         conn.executemany(
             "INSERT OR REPLACE INTO steps VALUES (?,?,?,?,?,?,?)",
             [(r, s, *steps[r][s]) for r, s in changed_steps if s in steps.get(r, ())],
         )
-        self._feed(conn, fed)
+        self._feed(conn, [(runs[r][7], r, None, runs[r][0], runs[r][1], ts, None) for r, ts in fed.items()])
         conn.executemany("INSERT INTO logs (run_id, step, ts, text) VALUES (?,?,?,?)", logs)
-        return len(fed)
+        return accepted
 
     @staticmethod
     def _feed(conn: sqlite3.Connection, rows: Sequence[tuple]) -> None:
@@ -731,19 +795,23 @@ class Storage:
     def logs(self, run_id: str) -> list[tuple]:
         return self.query("SELECT step, ts, text FROM logs WHERE run_id = ? ORDER BY id", (run_id,))
 
-    def events(self, run_id: str) -> list[tuple]:
-        """(step, status, attempt, ts, message) of every change of one run, oldest first."""
+    def past_attempts(self, backfill_id: str) -> list[tuple]:
+        """(run_id, attempt, status, start_time, end_time, error) of the attempts of a backfill's
+        runs that a retry or resume replaced, by the steps' key range (run ids begin with it)."""
         return self.query(
-            "SELECT step, status, attempt, ts, message FROM events WHERE run_id = ? ORDER BY seq", (run_id,)
+            "SELECT run_id, attempt, status, start_time, end_time, error FROM attempts WHERE run_id > ? AND run_id < ?",
+            (backfill_id + "-", backfill_id + "."),
         )
 
-    def run_history(self, backfill_id: str) -> list[tuple]:
-        """(run_id, status, attempt, ts, message) of every run change of a backfill, oldest first."""
-        return self.query(
-            "SELECT run_id, status, attempt, ts, message FROM events WHERE backfill_id = ? AND run_id IS NOT NULL "
-            "AND step IS NULL ORDER BY seq",
-            (backfill_id,),
-        )
+    def step_rows_of(self, run_ids: Sequence[str]) -> list[tuple]:
+        """(run_id, step, status, start_time, end_time) of the steps of these runs."""
+        rows: list[tuple] = []
+        for chunk in _chunks(list(run_ids)):
+            rows += self.query(
+                f"SELECT run_id, step, status, start_time, end_time FROM steps WHERE run_id IN ({_marks(len(chunk))})",
+                chunk,
+            )
+        return rows
 
     # --- commands: control asked from another process, carried out by the owner's engine
     def post_command(self, backfill_id: str, owner: str, verb: str, arg: Any = None) -> int:

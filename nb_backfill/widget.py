@@ -32,7 +32,7 @@ from .options import check_options, positive_int
 from .partitions import MultiPartitionsDefinition
 from .progress import Progress, Tracker
 from .selection import Choice
-from .statuses import BACKFILL_DONE, CELLS, STEP_DONE, BackfillStatus, PartitionStatus, RunStatus, StepStatus
+from .statuses import BACKFILL_DONE, CELLS, BackfillStatus, PartitionStatus
 from .storage import BackfillRecord, Change, Storage, StorageError, get_instance
 
 DELTA_BYTES = 10  # a changed cell in a delta: index 4, status 1, attempt 1, duration 4
@@ -222,15 +222,8 @@ class BackfillWidget(anywidget.AnyWidget):
             self._run_numbers = np.array([RUN_NUMBER[s] for s in tracker.status], np.uint8)
             self._run_attempts = np.minimum(np.array(tracker.attempt, np.int64), 255).astype(np.uint8)
             self._step_numbers = np.zeros((n, self._n_steps), np.uint8)
-            self._step_start = np.full((n, self._n_steps), np.nan)
             self._step_duration = np.full((n, self._n_steps), np.nan, np.float32)
-            for run_id, step, status, start, end in self._storage.step_rows(self._backfill_id):
-                i, j = tracker.index.get(run_id), self._step_index.get(step)
-                if i is not None and j is not None:
-                    self._step_numbers[i, j] = STEP_NUMBER[status]
-                    self._step_start[i, j] = start if start is not None else np.nan
-                    if start is not None and end is not None:
-                        self._step_duration[i, j] = end - start
+            self._read_steps(self._storage.step_rows(self._backfill_id))
 
     def _load_history(self) -> None:
         """Each partition's latest status across every backfill of the job, sent whole."""
@@ -355,33 +348,31 @@ class BackfillWidget(anywidget.AnyWidget):
         self._send_header()
 
     def _apply(self, changes: Sequence[Change]) -> set[int]:
-        """Apply run and step changes to the arrays; returns the runs touched."""
+        """Apply the feed's run changes to the arrays and read the steps of the runs that changed
+        (the feed has one entry a run per write); returns the runs touched."""
         tracker = self._tracker
-        tracker.apply(changes)
-        touched: set[int] = set()
-        for change in changes:
-            i = tracker.index.get(change.run_id) if change.run_id is not None else None
-            if i is None:
-                continue
-            touched.add(i)
-            if change.step is None:
-                self._run_numbers[i] = RUN_NUMBER[change.status]
-                self._run_attempts[i] = min(change.attempt, 255)
-                if change.status == RunStatus.QUEUED:  # a new attempt: its steps start over
-                    self._step_numbers[i] = 0
-                    self._step_start[i] = np.nan
-                    self._step_duration[i] = np.nan
-                continue
-            j = self._step_index.get(change.step)
-            if j is None:
-                continue
-            self._step_numbers[i, j] = STEP_NUMBER[change.status]
-            if change.status == StepStatus.RUNNING:
-                self._step_start[i, j] = change.ts
-                self._step_duration[i, j] = np.nan
-            elif change.status in STEP_DONE:
-                self._step_duration[i, j] = change.ts - self._step_start[i, j]
+        touched = set(tracker.apply(changes))  # every run, read again, when the backfill just ended
+        if not touched:
+            return touched
+        runs = sorted(touched)
+        self._run_numbers[runs] = [RUN_NUMBER[tracker.status[i]] for i in runs]
+        self._run_attempts[runs] = [min(tracker.attempt[i], 255) for i in runs]
+        self._step_numbers[runs] = 0  # a step with no row (a new attempt's) is pending
+        self._step_duration[runs] = np.nan
+        if len(runs) == len(tracker.run_ids):
+            self._read_steps(self._storage.step_rows(tracker.backfill_id))
+        else:
+            self._read_steps(self._storage.step_rows_of([tracker.run_ids[i] for i in runs]))
         return touched
+
+    def _read_steps(self, rows: Sequence[tuple]) -> None:
+        """Step rows (run_id, step, status, start, end) into the arrays."""
+        index = self._tracker.index
+        for run_id, step, status, start, end in rows:
+            i, j = index.get(run_id), self._step_index.get(step)
+            if i is not None and j is not None:
+                self._step_numbers[i, j] = STEP_NUMBER[status]
+                self._step_duration[i, j] = end - start if start is not None and end is not None else np.nan
 
     # --- pushing to the front end
     def _send_whole(self) -> None:

@@ -9,6 +9,7 @@ import threading
 import time
 
 import pytest
+from feed_checks import assert_feed_is_a_valid_lifecycle, feed_of
 
 import nb_backfill as nbb
 from nb_backfill import engine as engine_module
@@ -34,21 +35,8 @@ def store(tmp_path):
 
 
 def run_paths(store, backfill_id):
-    """Each run's sequence of run-level statuses, as the change feed recorded them."""
-    return {
-        r.run_id: [status for step, status, *_ in store.events(r.run_id) if step is None]
-        for r in store.runs(backfill_id)
-    }
-
-
-def assert_feed_is_a_valid_lifecycle(store, backfill_id):
-    for run in store.runs(backfill_id):
-        state = (RunStatus.QUEUED, 1)
-        for step, status, attempt, _ts, _message in store.events(run.run_id):
-            if step is None:
-                assert run_change_allowed(*state, status, attempt), f"{run.run_id}: {state} -> {status}"
-                state = (status, attempt)
-        assert state == (run.status, run.attempt)
+    """Each run's sequence of statuses, as the change feed recorded them (one entry a run per write)."""
+    return {r.run_id: [status for status, _ in feed_of(store, r.run_id)] for r in store.runs(backfill_id)}
 
 
 # --- the lifecycle table
@@ -87,19 +75,25 @@ def test_storage_drops_a_change_the_lifecycle_does_not_allow(store):
     assert accepted == 2
     run = store.runs("bf")[0]
     assert (run.status, run.error) == ("SUCCESS", None)
-    assert run_paths(store, "bf") == {"bf-x-000000": ["STARTED", "SUCCESS"]}
+    assert run_paths(store, "bf") == {"bf-x-000000": ["SUCCESS"]}  # one feed entry a run per write: its state now
     assert store.step_rows("bf") == []
+    store.write_batch([Event("bf-x-000000", "CANCELING", 6.0)])  # alone, too
+    assert run_paths(store, "bf") == {"bf-x-000000": ["SUCCESS"]}
 
 
 # --- 1. cancel never overwrites a finished run
 
 
 def test_cancel_in_the_middle_of_many_short_runs_leaves_every_run_done(store):
+    completed = []
+
     @nbb.job(partitions_def=STATIC)
     def short(context):
         time.sleep(0.02)
+        completed.append(context.partition_key)  # its body completed: it must end SUCCESS
 
     for trial in range(8):
+        completed.clear()
         bf = nbb.launch_backfill(short, all=True, max_workers=8, instance=store)
         time.sleep(0.05 + 0.01 * trial)
         bf.cancel()
@@ -107,10 +101,8 @@ def test_cancel_in_the_middle_of_many_short_runs_leaves_every_run_done(store):
         counts = bf.counts()
         assert counts["CANCELING"] == counts["QUEUED"] == counts["STARTED"] == 0, counts
         assert counts["SUCCESS"] + counts["CANCELED"] == 300
-        for path in run_paths(store, bf.id).values():
-            assert path[-1] in RUN_DONE
-            if "SUCCESS" in path:  # never STARTED > SUCCESS > CANCELING
-                assert path[-1] == "SUCCESS" and path.count("SUCCESS") == 1, path
+        runs = bf.runs_df()
+        assert set(runs.index[runs["status"] == "SUCCESS"]) == set(completed)  # never SUCCESS > CANCELING
         assert_feed_is_a_valid_lifecycle(store, bf.id)
         status = nbb.partition_status(short, instance=store)["status"]
         assert "IN_PROGRESS" not in set(status)

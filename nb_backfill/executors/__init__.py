@@ -1,6 +1,6 @@
 """Executors: run one job for one partition and report events, behind one small interface.
 
-An executor has a `name`, `max_workers`, `submit(job, request)`, `withdraw(run_id) -> bool` (take
+An executor has a `name`, `max_workers`, `submit(job, *requests)`, `withdraw(run_id) -> bool` (take
 back a run not yet started), `cancel(run_id) -> bool` (True when the run had not started, so it
 never will) and `shutdown()`; it reports through the `emit` callback it was made with. "thread"
 runs in the kernel, "process" in worker processes.
@@ -23,7 +23,7 @@ class Executor(Protocol):
     name: str
     max_workers: int
 
-    def submit(self, job: Job, request: RunRequest) -> None: ...
+    def submit(self, job: Job, *requests: RunRequest) -> None: ...
 
     def withdraw(self, run_id: str) -> bool: ...
 

@@ -116,8 +116,8 @@ class ProcessExecutor:
         self._stopping = False
         self._broken: str | None = None  # why workers cannot start; then every run fails with it
 
-    def submit(self, job: Job, request: RunRequest) -> None:
-        """Queue a run; it starts as soon as a worker is free. A job that cannot be pickled fails
+    def submit(self, job: Job, *requests: RunRequest) -> None:
+        """Queue runs; each starts as soon as a worker is free. A job that cannot be pickled fails
         its runs (raising here would stop the caller's engine, not just this job)."""
         job_id, payload = self._payload(job)
         with self._lock:
@@ -125,10 +125,13 @@ class ProcessExecutor:
                 raise RuntimeError("the process executor is shut down")
             failure = payload if isinstance(payload, str) else self._broken
             if failure is None:
-                self._queue[request.run_id] = (job_id, payload, request)
+                for request in requests:
+                    self._queue[request.run_id] = (job_id, payload, request)
                 messages = self._dispatch_locked()
         if failure is not None:
-            self._emit(Event(request.run_id, RunStatus.FAILURE, time.time(), request.attempt, None, failure))
+            now = time.time()
+            for request in requests:
+                self._emit(Event(request.run_id, RunStatus.FAILURE, now, request.attempt, None, failure))
             return
         _send(messages)
 

@@ -24,6 +24,29 @@ Emit = Callable[[Event], None]
 CHECKED = "canceled where the step called context.check_canceled()"
 
 
+class CancelFlag:
+    """Whether a run was asked to stop: set once, read at every step, cheap enough to make one a
+    run (a threading.Event is a lock and a condition). `wait` sleeps in short slices."""
+
+    __slots__ = ("_set",)
+
+    def __init__(self) -> None:
+        self._set = False
+
+    def set(self) -> None:
+        self._set = True
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def wait(self, timeout: float) -> bool:
+        """Sleep up to `timeout` seconds, less once set; returns whether it is set."""
+        deadline = time.monotonic() + timeout
+        while not self._set and (left := deadline - time.monotonic()) > 0:
+            time.sleep(min(left, 0.05))
+        return self._set
+
+
 @dataclass(frozen=True)
 class RunRequest:
     """What an executor needs to start a run."""
@@ -133,7 +156,7 @@ def _error_text(error: BaseException) -> str:
     return "".join(traceback.format_exception(type(error), error, frames or error.__traceback__))
 
 
-def execute_run(job: Job, request: RunRequest, emit: Emit, canceled: threading.Event) -> str:
+def execute_run(job: Job, request: RunRequest, emit: Emit, canceled: CancelFlag | threading.Event) -> str:
     """Execute every step of `job` for one partition; emit run, step and log events; return the
     run's final status.
 

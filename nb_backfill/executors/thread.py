@@ -7,7 +7,7 @@ from collections import deque
 
 from ..errors import InvalidOptionError
 from ..jobs import Job
-from .run import Emit, RunRequest, execute_run, install_capture, internal_failure
+from .run import CancelFlag, Emit, RunRequest, execute_run, install_capture, internal_failure
 
 
 class ThreadExecutor:
@@ -20,7 +20,7 @@ class ThreadExecutor:
         self.max_workers = max_workers
         self._emit = emit
         self._queue: deque[tuple[Job, RunRequest]] = deque()
-        self._canceled: dict[str, threading.Event] = {}
+        self._canceled: dict[str, CancelFlag] = {}  # runs queued or running
         self._lock = threading.Condition()
         self._stopping = False
         self._threads: list[threading.Thread] = []
@@ -35,11 +35,13 @@ class ThreadExecutor:
                 f"could not start {max_workers} threads ({error}; {len(self._threads)} started): ask for fewer with max_workers"
             ) from None
 
-    def submit(self, job: Job, request: RunRequest) -> None:
+    def submit(self, job: Job, *requests: RunRequest) -> None:
+        """Queue runs: one lock and one wake-up for the lot, however many."""
         with self._lock:
-            self._canceled[request.run_id] = threading.Event()
-            self._queue.append((job, request))
-            self._lock.notify()
+            for request in requests:
+                self._canceled[request.run_id] = CancelFlag()
+                self._queue.append((job, request))
+            self._lock.notify(len(requests))
 
     def withdraw(self, run_id: str) -> bool:
         """Take back a run no thread has started: True if it was still queued."""
@@ -63,8 +65,10 @@ class ThreadExecutor:
         return False
 
     def _work(self) -> None:
+        finished = None
         while True:
-            with self._lock:
+            with self._lock:  # one lock a run: forget the last, take the next
+                self._canceled.pop(finished, None)
                 while not self._queue and not self._stopping:
                     self._lock.wait()
                 if self._stopping:
@@ -75,9 +79,7 @@ class ThreadExecutor:
                 execute_run(job, request, self._emit, canceled)
             except BaseException as error:  # our own machinery failed: the run fails saying so, the thread lives on
                 self._emit(internal_failure(request, error))
-            finally:
-                with self._lock:
-                    self._canceled.pop(request.run_id, None)
+            finished = request.run_id
 
     def shutdown(self) -> None:
         with self._lock:

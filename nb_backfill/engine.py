@@ -45,7 +45,6 @@ WRITE_FAULT_LIMIT = 30.0  # seconds a failing store is retried before its backfi
 LOG_LIMIT = 1_000_000  # characters of captured output stored per run attempt; the rest goes to a file
 COMMAND_POLL = 0.2  # seconds between looks for commands from other processes
 BACKLOG = 256  # runs the default coordinator keeps handed to its executor
-GATHER = 0.002  # seconds a turn waits after the first event for more, so a write carries many
 _HEARTBEAT = 2.0
 _WAKE = Event("", "WAKE", 0.0)
 VERBS = ("cancel", "pause", "resume", "retry", "max_concurrent", "abort")
@@ -227,8 +226,6 @@ class Engine(OnePerStore):
             first = self._events.get(timeout=timeout) if timeout > 0 else self._events.get_nowait()
         except queue.Empty:
             return []
-        if first is not _WAKE and timeout > 0:
-            time.sleep(GATHER)
         batch = [first]
         try:
             while len(batch) < 20_000:

@@ -82,6 +82,8 @@ class StepDefinition:
     def call(self, outputs: Mapping[str, Any], context: Any) -> Any:
         """Call the step with its upstream outputs and context, each under its parameter's name."""
         args = [context if name == CONTEXT else outputs[name] for name in self.positional]
+        if not self.keyword:
+            return self.fn(*args)
         kwargs = {name: context if name == CONTEXT else outputs[name] for name in self.keyword}
         return self.fn(*args, **kwargs)
 
@@ -107,7 +109,11 @@ class StepDefinition:
                     )
                 else:
                     positional.append(p.name)
-            elif wanted:
+            elif not wanted:
+                skipped_positional = skipped_positional or p.name
+            elif p.kind is p.POSITIONAL_OR_KEYWORD and skipped_positional is None:
+                positional.append(p.name)  # by position while none before it was skipped: a cheaper call
+            else:
                 keyword.append(p.name)
         if unknown:
             raise DefinitionError(

@@ -43,6 +43,7 @@ DEFAULT_DIR = ".nb_backfill"
 DB_NAME = "nb_backfill.db"
 INTERRUPTED = "interrupted: the process running this backfill stopped before the run finished"
 PARTITIONS_CHANGED = "PARTITIONS"  # a feed entry: the keys of a dynamic definition changed
+RUNS_CHANGED = "RUNS"  # a feed entry holding the runs of one backfill one write changed (see _pack)
 MESSAGE_LIMIT = 64 * 1024  # characters of an error message kept (its head and its tail)
 _CHUNK = 500  # ids per `IN (...)` query
 
@@ -115,8 +116,9 @@ _V3 = (
         run_id TEXT NOT NULL, attempt INTEGER NOT NULL, status TEXT NOT NULL, start_time REAL, end_time REAL,
         error TEXT, PRIMARY KEY (run_id, attempt)) WITHOUT ROWID""",
     _keep_past_attempts,
-    # the feed is read in order (seq), never by run: one entry a run per write, no index by run; a
-    # sequence number is never given twice (AUTOINCREMENT), though entries of ended backfills leave
+    # the feed is read in order (seq), never by run: no index by run (a write stores one entry a
+    # backfill for all the runs it changed); a sequence number is never given twice
+    # (AUTOINCREMENT), though entries of ended backfills leave
     """CREATE TABLE feed (
         seq INTEGER PRIMARY KEY AUTOINCREMENT, backfill_id TEXT, run_id TEXT, step TEXT, status TEXT NOT NULL,
         attempt INTEGER NOT NULL, ts REAL NOT NULL, message TEXT)""",
@@ -177,8 +179,10 @@ class RunRecord:
 
 
 class Change(NamedTuple):
-    """One entry of the change feed: a run change (step None), a step change, a backfill change
-    (run_id None) or a dynamic definition's keys changing (status PARTITIONS, message its name)."""
+    """One entry of the change feed: a run's status and attempt now (a write stores those of all
+    the runs it changed in one row, read back as one Change a run, all with that row's seq), a
+    backfill change (run_id None) or a dynamic definition's keys changing (status PARTITIONS,
+    message its name)."""
 
     seq: int
     backfill_id: str | None
@@ -188,6 +192,32 @@ class Change(NamedTuple):
     attempt: int
     ts: float
     message: str | None
+
+
+def _pack(changed: Iterable[tuple[str | None, str, str, int, float]]) -> list[tuple]:
+    """Feed rows for runs one write changed, (backfill_id, run_id, status, attempt, ts) each: one
+    row a backfill, its message "run_id,status,attempt;..." (one insert a write, not one a run)."""
+    by_backfill: dict[str | None, tuple[list[str], list[float]]] = {}
+    for backfill_id, run_id, status, attempt, ts in changed:
+        entries, last = by_backfill.setdefault(backfill_id, ([], [0.0]))
+        entries.append(f"{run_id},{status},{attempt}")
+        last[0] = max(last[0], ts)
+    return [
+        (backfill_id, None, None, RUNS_CHANGED, 0, last[0], ";".join(entries))
+        for backfill_id, (entries, last) in by_backfill.items()
+    ]
+
+
+def _unpack(row: tuple) -> list[Change]:
+    """A feed row as the changes it holds: one a run for a packed row (all with its seq)."""
+    if row[4] != RUNS_CHANGED:
+        return [Change(*row)]
+    seq, backfill_id, ts = row[0], row[1], row[6]
+    changes = []
+    for entry in row[7].split(";"):
+        run_id, status, attempt = entry.split(",")
+        changes.append(Change(seq, backfill_id, run_id, None, status, int(attempt), ts, None))
+    return changes
 
 
 class Command(NamedTuple):
@@ -561,7 +591,7 @@ class Storage:
             if done:  # its runs' entries leave the feed (the tables hold where they ended): it stays small
                 conn.execute(
                     "DELETE FROM events WHERE seq > (SELECT COALESCE(feed_from, 0) FROM backfills WHERE id = ?) "
-                    "AND backfill_id = ? AND run_id IS NOT NULL",
+                    f"AND backfill_id = ? AND (status = '{RUNS_CHANGED}' OR run_id IS NOT NULL)",
                     (backfill_id, backfill_id),
                 )
         self._backfill_changed()
@@ -758,7 +788,7 @@ class Storage:
             "INSERT OR REPLACE INTO steps VALUES (?,?,?,?,?,?,?)",
             [(r, s, *steps[r][s]) for r, s in changed_steps if s in steps.get(r, ())],
         )
-        self._feed(conn, [(runs[r][7], r, None, runs[r][0], runs[r][1], ts, None) for r, ts in fed.items()])
+        self._feed(conn, _pack((runs[r][7], r, runs[r][0], runs[r][1], ts) for r, ts in fed.items()))
         conn.executemany("INSERT INTO logs (run_id, step, ts, text) VALUES (?,?,?,?)", logs)
         return accepted
 
@@ -781,7 +811,7 @@ class Storage:
                 "SELECT * FROM events WHERE seq > ? AND backfill_id = ? ORDER BY seq LIMIT ?",
                 (after, backfill_id, limit),
             )
-        return [Change(*r) for r in rows]
+        return [change for row in rows for change in _unpack(row)]
 
     # --- steps, logs, a run's history
     def step_rows(self, backfill_id: str) -> list[tuple]:

@@ -6,7 +6,7 @@ from nb_backfill.statuses import BACKFILL_DONE, RunStatus, run_change_allowed
 
 def feed_of(store, run_id):
     """A run's (status, attempt) in each entry the change feed holds for it, oldest first."""
-    return store.query("SELECT status, attempt FROM events WHERE run_id = ? ORDER BY seq", (run_id,))
+    return [(c.status, c.attempt) for c in store.changes(0) if c.run_id == run_id and c.step is None]
 
 
 def reachable(state, target):

@@ -165,8 +165,8 @@ def execute_run(job: Job, request: RunRequest, emit: Emit, canceled: CancelFlag 
     step calls `context.check_canceled()`); a run whose steps all completed is SUCCESS even if the
     cancel came while its last step ran, since its work was done.
     """
-    run_id, attempt = request.run_id, request.attempt
-    emit(Event(run_id, RunStatus.STARTED, time.time(), attempt))
+    run_id, attempt, now = request.run_id, request.attempt, time.time
+    emit(Event(run_id, RunStatus.STARTED, now(), attempt))
     context = RunContext(
         job, request.partition_key, run_id, request.backfill_id, attempt, request.tags, RUN_LOGGER, canceled
     )
@@ -191,7 +191,7 @@ def execute_run(job: Job, request: RunRequest, emit: Emit, canceled: CancelFlag 
                 continue
             step_attempt = 1
             while True:
-                emit(Event(run_id, StepStatus.RUNNING, time.time(), attempt, step.name, step_attempt=step_attempt))
+                emit(Event(run_id, StepStatus.RUNNING, now(), attempt, step.name, None, step_attempt))
                 try:
                     outputs[step.name] = step.call(outputs, context)
                 except RunCanceled:
@@ -210,8 +210,9 @@ def execute_run(job: Job, request: RunRequest, emit: Emit, canceled: CancelFlag 
                             continue
                     failed, error_text = step.name, text
                     break
-                _flush_log(emit, request, step.name, buffer)
-                emit(Event(run_id, StepStatus.SUCCESS, time.time(), attempt, step.name, step_attempt=step_attempt))
+                if buffer:
+                    _flush_log(emit, request, step.name, buffer)
+                emit(Event(run_id, StepStatus.SUCCESS, now(), attempt, step.name, None, step_attempt))
                 break
     finally:
         _capture.buffer = None
@@ -221,7 +222,7 @@ def execute_run(job: Job, request: RunRequest, emit: Emit, canceled: CancelFlag 
         status, message = RunStatus.CANCELED, f"canceled at step {stopped_at!r}"
     else:
         status, message = RunStatus.SUCCESS, None
-    emit(Event(run_id, status, time.time(), attempt, None, message))
+    emit(Event(run_id, status, now(), attempt, None, message))
     return status
 
 

@@ -74,20 +74,33 @@ def plan(job: Job, choice: Choice, storage: Storage, current_time: datetime | No
     return _plan(job, choice, choice.keys(job.partitions_def, current_time), storage)
 
 
-def _plan(job: Job, choice: Choice, keys: list[str], storage: Storage) -> pd.DataFrame:
-    latest = frames.latest_statuses(storage, job.name)
-    reasons = [_REASONS[latest.get(k, PartitionStatus.MISSING)] for k in keys]
+def _launches(choice: Choice, status: PartitionStatus) -> bool:
+    """Whether a launch of `choice` runs a partition whose latest status is `status`."""
     if choice.failed:
-        launch = [r == "failed" for r in reasons]
-    elif choice.missing:
-        launch = [r in ("missing", "failed") for r in reasons]
-    else:
-        launch = [True] * len(keys)
+        return status == PartitionStatus.FAILURE
+    if choice.missing:
+        return status in (PartitionStatus.MISSING, PartitionStatus.FAILURE)
+    return True
+
+
+def chosen_keys(job: Job, choice: Choice, keys: list[str], storage: Storage) -> list[str]:
+    """The keys a launch of `choice` runs, in definition order: all of them unless it asks for only
+    the missing or failed ones (only then are the partitions' statuses read)."""
+    if not (choice.missing or choice.failed):
+        return list(keys)
+    latest = frames.latest_statuses(storage, job.name)
+    return [k for k in keys if _launches(choice, latest.get(k, PartitionStatus.MISSING))]
+
+
+def _plan(job: Job, choice: Choice, keys: list[str], storage: Storage) -> pd.DataFrame:
+    statuses = frames.latest_statuses(storage, job.name)
+    latest = [statuses.get(k, PartitionStatus.MISSING) for k in keys]
+    launch = ["launch" if _launches(choice, status) else "skip" for status in latest]
     return pd.DataFrame(
         {
             "partition": list(keys),
-            "action": pd.Categorical(["launch" if x else "skip" for x in launch], categories=["launch", "skip"]),
-            "reason": reasons,
+            "action": pd.Categorical(launch, categories=["launch", "skip"]),
+            "reason": [_REASONS[status] for status in latest],
         },
         index=frames.partition_index(keys, job.partitions_def),
     )
@@ -144,13 +157,12 @@ def launch(
         check_main_guard()
     keys = choice.keys(job.partitions_def, current_time)  # a bad choice raises before the store is touched
     storage = get_instance(instance)
-    the_plan = _plan(job, choice, keys, storage)
     if dry_run:
-        return the_plan
-    chosen = the_plan.loc[the_plan["action"] == "launch", "partition"].tolist()
+        return _plan(job, choice, keys, storage)
+    chosen = chosen_keys(job, choice, keys, storage)
     if not chosen:
         why = "failed" if choice.failed else "missing or failed"
-        raise SelectionError(f"nothing to launch: none of the {len(the_plan)} selected partitions is {why}")
+        raise SelectionError(f"nothing to launch: none of the {len(keys)} selected partitions is {why}")
     if options.order == "desc":
         chosen.reverse()
     engine = Engine.for_storage(storage)

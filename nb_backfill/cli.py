@@ -39,7 +39,7 @@ from .arguments import (
     launch_from,
     launch_request,
 )
-from .backfills import Backfill, get_backfill, list_backfills, resume_backfill
+from .backfills import Backfill, check_main_guard, chosen_keys, get_backfill, list_backfills, resume_backfill
 from .errors import BackfillStateError, NbBackfillError
 from .jobs import Job
 from .progress import Progress
@@ -363,18 +363,14 @@ def resume_command(args: argparse.Namespace, backfill_id: str) -> str:
 
 
 def launch_keys(args: argparse.Namespace, job: Job) -> tuple[list[str], int]:
-    """The partitions a launch would run, and how many the flags selected: from the launch's plan,
-    or, for a selection that --missing and --failed do not narrow, the selection itself, which runs
-    whole (so no plan is built, nor pandas loaded, before launching it). Checks what the plan checks,
-    in its order: options, the selection's keys, the store (the process executor's guard of
-    `__main__` comes before the keys, so that executor always plans)."""
-    if args.missing or args.failed or args.executor != "thread":
-        plan = launch_from(args, job, all_by_default=True, dry_run=True)
-        return plan.loc[plan["action"] == "launch", "partition"].tolist(), len(plan)
-    choice, _options, _tags = launch_request(args, all_by_default=True)
+    """The partitions a launch would run, and how many the flags selected, with the checks a
+    launch makes, in its order (options, the process executor's guard of `__main__`, the
+    selection's keys, the store), and without pandas: the launch that follows stays fast."""
+    choice, options, _tags = launch_request(args, all_by_default=True)
+    if options.executor == "process":
+        check_main_guard()
     keys = choice.keys(job.partitions_def)
-    get_instance(home_of(args))
-    return keys, len(keys)
+    return chosen_keys(job, choice, keys, get_instance(home_of(args))), len(keys)
 
 
 def job_backfill(args: argparse.Namespace, terminal: Terminal) -> int:

@@ -1,17 +1,15 @@
-"""nb_backfill: Dagster-style partitioned jobs and backfills, native to Jupyter."""
+"""nb_backfill: Dagster-style partitioned jobs and backfills, native to Jupyter.
+
+Partitions, jobs and selections load with the package; what launches and follows backfills (the
+engine, the store, frames) and the widget load on first use of one of their names, so defining jobs,
+a worker process and `import nb_backfill` stay fast.
+"""
 
 from __future__ import annotations
 
-from .backfills import (
-    Backfill,
-    get_backfill,
-    get_instance,
-    launch_backfill,
-    list_backfills,
-    partition_status,
-    resume_backfill,
-)
-from .dynamic import DynamicPartitionsDefinition
+import importlib
+from typing import TYPE_CHECKING
+
 from .errors import (
     BackfillStateError,
     DefinitionError,
@@ -37,8 +35,36 @@ from .partitions import (
 )
 from .selection import Choice, select_partitions
 from .statuses import BackfillStatus, PartitionStatus, RunStatus, StepStatus
-from .storage import Storage as Instance
-from .storage import StorageError
+
+if TYPE_CHECKING:
+    from .backfills import (
+        Backfill,
+        get_backfill,
+        get_instance,
+        launch_backfill,
+        list_backfills,
+        partition_status,
+        resume_backfill,
+    )
+    from .dynamic import DynamicPartitionsDefinition
+    from .storage import Storage as Instance
+    from .storage import StorageError
+    from .widget import BackfillWidget
+
+# name -> "module.attribute" it is, for the names loaded on first use (see __getattr__)
+_ON_FIRST_USE = {
+    "Backfill": "backfills.Backfill",
+    "get_backfill": "backfills.get_backfill",
+    "get_instance": "backfills.get_instance",
+    "launch_backfill": "backfills.launch_backfill",
+    "list_backfills": "backfills.list_backfills",
+    "partition_status": "backfills.partition_status",
+    "resume_backfill": "backfills.resume_backfill",
+    "DynamicPartitionsDefinition": "dynamic.DynamicPartitionsDefinition",
+    "Instance": "storage.Storage",
+    "StorageError": "storage.StorageError",
+    "BackfillWidget": "widget.BackfillWidget",
+}
 
 __version__ = "0.1.0"
 
@@ -51,12 +77,19 @@ def backfill(job: Job, backfill_id: str | None = None, *, instance: Instance | s
 
 
 def __getattr__(name: str):
-    """The widget class loads on first use: worker processes and the CLI never pay for anywidget."""
-    if name == "BackfillWidget":
-        from .widget import BackfillWidget
+    """A name of _ON_FIRST_USE, imported now and kept: worker processes never pay for the engine
+    and the store, nor the command line for anywidget."""
+    if name not in _ON_FIRST_USE:
+        raise AttributeError(f"module 'nb_backfill' has no attribute {name!r}")
+    module, attribute = _ON_FIRST_USE[name].split(".")
+    value = getattr(importlib.import_module(f".{module}", __name__), attribute)
+    globals()[name] = value
+    return value
 
-        return BackfillWidget
-    raise AttributeError(f"module 'nb_backfill' has no attribute {name!r}")
+
+def __dir__() -> list[str]:
+    """Every public name, loaded or not (for tab completion)."""
+    return sorted(set(globals()) | set(_ON_FIRST_USE))
 
 
 __all__ = [

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from ._lazy import lazy_module
 from .jobs import Job
 from .partitions import MultiPartitionsDefinition, PartitionsDefinition
 from .statuses import BACKFILL_DONE, PartitionStatus, RunStatus, StepStatus, partition_status_of
@@ -17,18 +18,7 @@ from .storage import Storage, owner_alive
 if TYPE_CHECKING:
     import pandas as pd
 else:
-
-    class _Pandas:
-        """pandas, imported when the first frame is built: `import nb_backfill` and the command line stay fast."""
-
-        def __getattr__(self, name: str):
-            import pandas
-
-            value = getattr(pandas, name)
-            setattr(self, name, value)  # later uses skip this lookup
-            return value
-
-    pd = _Pandas()
+    pd = lazy_module("pandas")  # imported when the first frame is built
 
 RUN_COLUMNS = ["run_id", "status", "attempt", "start_time", "end_time", "duration", "error"]
 ATTEMPT_COLUMNS = ["run_id", "attempt", "status", "start_time", "end_time", "duration", "error"]

@@ -10,14 +10,22 @@ from __future__ import annotations
 import functools
 import re
 from datetime import datetime, tzinfo
+from typing import TYPE_CHECKING
 
-import numpy as np
-
+from ._lazy import lazy_module
 from .schedules import DAY, Ticks
 
-_WEEKDAY_NAMES = np.frombuffer(b"SunMonTueWedThuFriSat", np.uint8).reshape(7, 3)
-_MONTH_NAMES = np.frombuffer(b"---JanFebMarAprMayJunJulAugSepOctNovDec", np.uint8).reshape(13, 3)
-_AM_PM = np.frombuffer(b"AMPM", np.uint8).reshape(2, 2)
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    np = lazy_module("numpy")  # imported by the first bulk formatting: one key at a time needs none
+
+# Names looked up by index, one key at a time or (as rows of a _table) in bulk; there is no month 0,
+# its name is a filler of the same width
+_DAY_NAMES = ("Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat")
+_MONTH_NAMES = ("---", "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_AM_PM = ("AM", "PM")
+_TWO_DIGITS = tuple(f"{i:02d}" for i in range(100))
 _WIDTHS = {"Y": 4, "m": 2, "d": 2, "H": 2, "M": 2, "S": 2, "y": 2, "j": 3, "I": 2, "p": 2, "a": 3, "b": 3, "%": 1}
 _EXPANSIONS = {"%F": "%Y-%m-%d", "%T": "%H:%M:%S"}
 _TOKEN = re.compile(r"%.|[^%]+", re.S)
@@ -39,7 +47,11 @@ def _tokens(fmt: str) -> tuple[str, ...] | None:
     return tuple(tokens)
 
 
-_TWO_DIGITS = np.array([[48 + i // 10, 48 + i % 10] for i in range(100)], np.uint8)
+@functools.lru_cache(maxsize=4)
+def _table(names: tuple[str, ...]) -> np.ndarray:
+    """One of the four name tuples above as rows of ASCII bytes, to look many up at once by index;
+    built on first use and kept, so that importing this module does not import numpy."""
+    return np.frombuffer("".join(names).encode("ascii"), np.uint8).reshape(len(names), -1)
 
 
 def _digits(out: np.ndarray, column: int, values: np.ndarray, width: int) -> None:
@@ -48,7 +60,7 @@ def _digits(out: np.ndarray, column: int, values: np.ndarray, width: int) -> Non
         out[:, column] = (values // 10 ** (width - 1)) % 10 + 48
         column, width = column + 1, width - 1
     for k in range(0, width, 2):
-        out[:, column + k : column + k + 2] = _TWO_DIGITS[(values // 10 ** (width - 2 - k)) % 100]
+        out[:, column + k : column + k + 2] = _table(_TWO_DIGITS)[(values // 10 ** (width - 2 - k)) % 100]
 
 
 def civil_from_days(days: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -89,9 +101,9 @@ def _render(tokens: tuple[str, ...], days: np.ndarray, seconds: np.ndarray, date
         "I": lambda: (hour + 11) % 12 + 1,
         "M": lambda: seconds // 60 % 60,
         "S": lambda: seconds % 60,
-        "p": lambda: _AM_PM[(hour >= 12).astype(np.int64)],
-        "a": lambda: _WEEKDAY_NAMES[(days + 4) % 7],
-        "b": lambda: _MONTH_NAMES[month],
+        "p": lambda: _table(_AM_PM)[(hour >= 12).astype(np.int64)],
+        "a": lambda: _table(_DAY_NAMES)[(days + 4) % 7],
+        "b": lambda: _table(_MONTH_NAMES)[month],
     }
     width = sum(_WIDTHS[t[1]] if t.startswith("%") else len(t) for t in tokens)
     out = np.zeros((max(len(days), len(seconds)), width + 1), np.uint8)
@@ -154,8 +166,6 @@ _SCALAR = {
     "b": "{11}",
     "%": "%",
 }
-_DAY_NAMES = ("Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat")
-_MONTH_ABBREVIATIONS = ("", "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
 @functools.lru_cache(maxsize=256)
@@ -197,9 +207,9 @@ def format_wall(fmt: str, wall: int) -> str | None:
         (hour + 11) % 12 + 1,
         seconds // 60 % 60,
         seconds % 60,
-        "PM" if hour >= 12 else "AM",
+        _AM_PM[hour >= 12],
         _DAY_NAMES[(days + 4) % 7],
-        _MONTH_ABBREVIATIONS[month],
+        _MONTH_NAMES[month],
     )
 
 

@@ -1,7 +1,9 @@
 """Cron schedules and the instants they tick at in a time zone, counted the way Dagster counts them.
 
 Ticks are computed in bulk with numpy: the wall-clock times a cron names are laid out day by day,
-then mapped to UTC through the zone's offset periods. DST follows Dagster's rules: a schedule whose
+then mapped to UTC through the zone's offset periods. When every day ticks alike in a zone of fixed
+offset (hourly and daily in UTC), single ticks and counts are plain arithmetic and numpy is not
+imported until something is computed in bulk. DST follows Dagster's rules: a schedule whose
 hour field is `*` skips nonexistent wall times and ticks at both occurrences of a repeated one; any
 other schedule moves a nonexistent tick to the end of the gap and takes the second occurrence of a
 repeated one.
@@ -14,11 +16,15 @@ import functools
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone, tzinfo
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-import numpy as np
-
+from ._lazy import lazy_module
 from .errors import DefinitionError
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    np = lazy_module("numpy")  # imported by the first bulk computation: single ticks of a regular timeline need none
 
 DAY = 86_400
 _ALIASES = {
@@ -63,9 +69,9 @@ class CronSchedule:
         return len(self.months) == 12 and len(self.days) == 31 and len(self.weekdays) == 7
 
     @functools.cached_property
-    def times_of_day(self) -> np.ndarray:
+    def times_of_day(self) -> tuple[int, ...]:
         """Seconds after local midnight of every tick in a matching day, ascending."""
-        return np.array(sorted(h * 3600 + m * 60 for h in self.hours for m in self.minutes), dtype=np.int64)
+        return tuple(sorted(h * 3600 + m * 60 for h in self.hours for m in self.minutes))
 
 
 def _bad_cron(text: str, why: str) -> DefinitionError:
@@ -252,6 +258,13 @@ def _matching_days(schedule: CronSchedule, first_day: int, last_day: int) -> np.
     return days[keep]
 
 
+@functools.lru_cache(maxsize=256)
+def _times_array(schedule: CronSchedule) -> np.ndarray:
+    """schedule.times_of_day as an array, for the bulk computations; kept here rather than on the
+    schedule, so that a definition pickled for a worker process never holds a numpy array."""
+    return np.array(schedule.times_of_day, dtype=np.int64)
+
+
 def ticks_between(schedule: CronSchedule, tz: tzinfo, lo: int, hi: int) -> Ticks:
     """Every tick t of the schedule in `tz` with lo <= t < hi (epoch seconds, UTC)."""
     if hi <= lo:
@@ -260,7 +273,7 @@ def ticks_between(schedule: CronSchedule, tz: tzinfo, lo: int, hi: int) -> Ticks
     # wall times from two days before lo to two after hi, offsets of up to a day either way
     starts, offsets = _offset_periods(tz, _year_of(lo - 5 * DAY), _year_of(hi + 4 * DAY))
     days = _matching_days(schedule, lo // DAY - 2, hi // DAY + 1)
-    wall = (days[:, None] * DAY + schedule.times_of_day[None, :]).ravel()
+    wall = (days[:, None] * DAY + _times_array(schedule)[None, :]).ravel()
     if len(starts) == 1:  # one offset throughout (UTC, or no change these years): no gaps, no repeats
         utc = wall - offsets[0]
         keep = (utc >= lo) & (utc < hi)
@@ -320,8 +333,9 @@ class Timeline:
 
     Single ticks (next, previous, the wall time of one) come from chunks of about 1024 ticks kept
     in a bounded cache shared by every definition on the same schedule and zone; lists of ticks
-    come straight from `ticks_between`. When every day ticks alike in a zone of fixed offset
-    (hourly and daily in UTC), single ticks are plain arithmetic and need no chunk at all.
+    come straight from `ticks_between`, or tick by tick when there are few. When every day ticks
+    alike in a zone of fixed offset (hourly and daily in UTC), single ticks, counts and a few ticks
+    are plain arithmetic and need no chunk at all.
     """
 
     _CHUNK_TICKS = 1024
@@ -330,16 +344,27 @@ class Timeline:
     def __init__(self, schedule: CronSchedule, tz: tzinfo):
         self.schedule = schedule
         self.tz = tz
-        # ticks in four years of UTC days (a leap cycle covers any day pattern), for the chunk size
-        per_four_years = len(_matching_days(schedule, 0, 4 * 366 - 1)) * len(schedule.times_of_day)
-        days = 4 * 366 * self._CHUNK_TICKS // max(per_four_years, 1)
-        self.span = min(max(days, 1), 3660) * DAY
         regular = schedule.every_day and _is_fixed(tz)
-        self._times: list[int] | None = schedule.times_of_day.tolist() if regular else None
+        self._times: tuple[int, ...] | None = schedule.times_of_day if regular else None
         self._offset = _offset_at(tz, 0) if regular else 0
+
+    @functools.cached_property
+    def span(self) -> int:
+        """Seconds of a chunk: about _CHUNK_TICKS ticks, counted in four years of UTC days (a leap
+        cycle covers any day pattern), from one day to ten years. Computed when the first chunk
+        is, since a regular timeline needs none."""
+        per_four_years = len(_matching_days(self.schedule, 0, 4 * 366 - 1)) * len(self.schedule.times_of_day)
+        days = 4 * 366 * self._CHUNK_TICKS // max(per_four_years, 1)
+        return min(max(days, 1), 3660) * DAY
 
     def out_of_years(self) -> DefinitionError:
         return DefinitionError(f"cron schedule {self.schedule.text!r} has no tick between the years 1 and 9999 here")
+
+    def _regular_index(self, ts: int) -> int:
+        """The number of the first tick at or after ts, counted from the first of 1970-01-01
+        (local), when ticks are regular."""
+        day, second = divmod(ts + self._offset, DAY)
+        return day * len(self._times) + bisect.bisect_left(self._times, second)
 
     def _regular_tick(self, index: int) -> int:
         """Tick number `index` counted from the first of 1970-01-01 (local), when ticks are regular."""
@@ -355,8 +380,10 @@ class Timeline:
     def ticks_in(self, lo: int, hi: int) -> Ticks:
         """between(lo, hi), from the cached chunks when they cover it in a few (a short range
         asked for by its keys, whose chunks were just read), else in bulk."""
+        if hi <= lo or self._times is not None:
+            return self.between(lo, hi)
         first, last = lo // self.span, (hi - 1) // self.span
-        if hi <= lo or last - first >= 4 or self._times is not None:
+        if last - first >= 4:
             return self.between(lo, hi)
         parts = []
         for index in range(first, last + 1):
@@ -368,17 +395,34 @@ class Timeline:
         return Ticks(*(np.concatenate(column) for column in zip(*parts)))
 
     def count(self, lo: int, hi: int) -> int:
-        """How many ticks lie in [lo, hi), computed a year at a time to keep memory flat."""
+        """How many ticks lie in [lo, hi): arithmetic when ticks are regular, else computed a year
+        at a time to keep memory flat."""
+        if self._times is not None:
+            return max(0, self._regular_index(hi) - self._regular_index(lo))
         total = 0
         for a in range(lo, hi, self._COUNT_STEP):
             total += len(self.between(a, min(a + self._COUNT_STEP, hi)))
         return total
 
+    def few(self, lo: int, hi: int, limit: int) -> list[int] | None:
+        """The ticks in [lo, hi) if there are at most `limit`, found one at a time (so without
+        numpy when ticks are regular); None if there are more."""
+        if self._times is not None:
+            first, end = self._regular_index(lo), self._regular_index(hi)
+            return [self._regular_tick(i) for i in range(first, end)] if end - first <= limit else None
+        ticks: list[int] = []
+        tick = self.next(lo)
+        while tick < hi:
+            if len(ticks) == limit:
+                return None
+            ticks.append(tick)
+            tick = self.next(tick + 1)
+        return ticks
+
     def next(self, ts: int, n: int = 1) -> int:
         """The n-th tick at or after ts (n >= 1)."""
         if self._times is not None:
-            day, second = divmod(ts + self._offset, DAY)
-            return self._regular_tick(day * len(self._times) + bisect.bisect_left(self._times, second) + n - 1)
+            return self._regular_tick(self._regular_index(ts) + n - 1)
         index = ts // self.span
         utc = _chunk(self, index).utc
         i = bisect.bisect_left(utc, ts) + n - 1
@@ -391,8 +435,7 @@ class Timeline:
     def prev(self, ts: int, n: int = 1) -> int:
         """The n-th tick at or before ts (n >= 1)."""
         if self._times is not None:
-            day, second = divmod(ts + self._offset, DAY)
-            return self._regular_tick(day * len(self._times) + bisect.bisect_right(self._times, second) - n)
+            return self._regular_tick(self._regular_index(ts + 1) - n)
         index = ts // self.span
         utc = _chunk(self, index).utc
         i = bisect.bisect_right(utc, ts) - n

@@ -3,12 +3,14 @@
 import itertools
 import math
 from datetime import datetime, timedelta, timezone
+from unittest import mock
 
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import nb_backfill as nbb
+from nb_backfill import partitions
 from nb_backfill.keyformat import format_tick, format_ticks, parse_fields
 from nb_backfill.schedules import DAY, Ticks, _offset_periods
 
@@ -23,6 +25,7 @@ ZONES = [
     "Australia/Lord_Howe",
     "America/Sao_Paulo",
     "Pacific/Chatham",
+    "Etc/GMT+5",
 ]
 
 
@@ -255,3 +258,91 @@ def test_reading_a_key_by_position_agrees_with_strptime(moment, fmt, noise, at):
         assert fields is None or fields == expected, candidate  # None: strptime decides, as before
         if candidate == text and expected is not None and moment.year >= 1000:  # the common case is fast
             assert fields == expected
+
+
+# --- a few keys, listed one tick at a time, are the keys listed in bulk ----------------------
+
+CRONS = ["*/15 * * * *", "0 */6 * * *", "30 2 * * 1-5", "0 0 1,15 * *", "0 9 * 1,7 mon", "45 1-3 * * *", "0 0 29 2 *"]
+CHANGING_ZONES = [zone for zone in ZONES if zone not in ("UTC", "Asia/Kolkata", "Asia/Kathmandu", "Etc/GMT+5")]
+
+
+@st.composite
+def cron_definitions(draw, crons=CRONS, zones=ZONES):
+    """Definitions on other cron schedules (some ticking in DST gaps and repeated hours, some on few
+    days a year) in any zone, with end offsets, and a current time."""
+    start = draw(st.datetimes(datetime(2000, 1, 1), datetime(2030, 1, 1))).replace(second=0, microsecond=0)
+    definition = nbb.TimeWindowPartitionsDefinition(
+        start,
+        "%Y-%m-%d %H:%M",
+        cron_schedule=draw(st.sampled_from(crons)),
+        timezone=draw(st.sampled_from(zones)),
+        end_offset=draw(st.integers(-3, 3)),
+    )
+    return definition, start + timedelta(hours=draw(st.integers(1, 24 * 40)))
+
+
+@st.composite
+def around_an_offset_change(draw):
+    """A definition whose partitions run from a few days before one of its zone's offset changes
+    (DST, or a zone changing its rules) to a few days after, and that current time (tz-aware). Its
+    schedule is hourly, daily at an hour a change skips or repeats, or another cron."""
+    zone = draw(st.sampled_from(CHANGING_ZONES))
+    starts, _ = _offset_periods(nbb.partitions.get_timezone(zone), 2000, 2030)
+    change = int(draw(st.sampled_from(starts[1:].tolist())))
+    cron = draw(st.sampled_from(["0 * * * *", "30 * * * *", "0 2 * * *", "30 1 * * *", "0 3 * * 0", *CRONS]))
+    definition = nbb.TimeWindowPartitionsDefinition(
+        datetime.fromtimestamp(change - draw(st.integers(0, 5 * DAY)), timezone.utc),
+        "%Y-%m-%d %H:%M",
+        cron_schedule=cron,
+        timezone=zone,
+        end_offset=draw(st.integers(-3, 3)),
+    )
+    return definition, datetime.fromtimestamp(change + draw(st.integers(-DAY, 5 * DAY)), timezone.utc)
+
+
+# every day alike in a zone of fixed offset: ticks found by arithmetic
+REGULAR = cron_definitions(
+    ["0 * * * *", "*/15 * * * *", "0 */6 * * *", "30 2 * * *"], ["UTC", "Etc/GMT+5", "Etc/GMT-14"]
+)
+ANY_DEFINITION = st.one_of(definitions(), rich_definitions(), cron_definitions(), around_an_offset_change(), REGULAR)
+
+
+def _instant(now, tz):
+    return math.floor((now if now.tzinfo else now.replace(tzinfo=tz)).timestamp())
+
+
+@settings(max_examples=300, deadline=None)
+@given(ANY_DEFINITION, st.data())
+def test_a_few_ticks_found_one_at_a_time_are_the_bulk_ticks(case, data):
+    definition, now = case
+    line = definition._timeline
+    near = st.sampled_from([-1, 0, 1])  # on a tick, or a second either side
+    lo = line.next(_instant(now, definition.tz) + data.draw(st.integers(-3 * DAY, DAY))) + data.draw(near)
+    hi = line.next(lo, data.draw(st.integers(1, 40))) + data.draw(near)
+    bulk = line.between(lo, hi).utc.tolist()
+    limit = max(0, len(bulk) + data.draw(near))
+    assert line.few(lo, hi, limit) == (bulk if len(bulk) <= limit else None)
+    assert line.count(lo, hi) == len(bulk)
+
+
+def _key_lists(definition, now, picks, few_keys):
+    """get_partition_keys(now) and ranges of it (picked by position, either way round), with
+    lists of up to `few_keys` keys made one tick at a time and longer ones in bulk."""
+    with mock.patch.object(partitions, "FEW_KEYS", few_keys):
+        partitions.KEY_LISTS.clear()  # ranges are kept there, whichever way they were made
+        keys = definition.get_partition_keys(now)
+        ranges = [
+            definition.get_partition_keys_in_range(nbb.PartitionKeyRange(keys[i % len(keys)], keys[j % len(keys)]), now)
+            for i, j in (picks if keys else [])
+        ]
+        partitions.KEY_LISTS.clear()
+    return keys, ranges, definition.get_num_partitions(now)
+
+
+@settings(max_examples=300, deadline=None)
+@given(ANY_DEFINITION, st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 10_000)), max_size=4))
+def test_keys_listed_one_tick_at_a_time_are_the_keys_listed_in_bulk(case, picks):
+    definition, now = case
+    one_at_a_time = _key_lists(definition, now, picks, few_keys=10**9)
+    assert one_at_a_time == _key_lists(definition, now, picks, few_keys=0)
+    assert one_at_a_time[2] == len(one_at_a_time[0])

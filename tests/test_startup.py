@@ -1,6 +1,8 @@
-"""Start-up stays light (issue 9): `import nb_backfill` loads neither pandas nor the widget's
-libraries, which load when first needed; the command line's launch listing is the plan's, and its
-follow loop wakes when the backfill ends instead of at its next redraw."""
+"""Start-up stays light (issue 9): `import nb_backfill` loads neither pandas, numpy, pendulum nor
+the widget's libraries, which load when first needed, nor the engine and the store, which load with
+the first name that needs them; a small backfill from the command line needs no pandas or numpy;
+the command line's launch listing is the plan's, and its follow loop wakes when the backfill ends
+instead of at its next redraw."""
 
 import io
 import json
@@ -16,7 +18,18 @@ import nb_backfill as nbb
 from nb_backfill import cli
 from nb_backfill.arguments import launch_from
 
-LAZY = ("pandas", "anywidget", "ipywidgets", "traitlets", "IPython", "cloudpickle", "multiprocessing")
+LAZY = (
+    "pandas",
+    "numpy",
+    "pendulum",
+    "anywidget",
+    "ipywidgets",
+    "traitlets",
+    "IPython",
+    "cloudpickle",
+    "multiprocessing",
+)
+ON_FIRST_USE = ("nb_backfill.backfills", "nb_backfill.engine", "nb_backfill.storage", "nb_backfill.frames")
 
 
 def fresh_python(code: str, cwd=None, **env: str) -> str:
@@ -33,7 +46,7 @@ def fresh_python(code: str, cwd=None, **env: str) -> str:
     return done.stdout
 
 
-def test_import_loads_neither_pandas_nor_the_widget_libraries():
+def test_import_loads_none_of_the_heavy_libraries():
     out = fresh_python(
         f"""
         import json, sys
@@ -42,6 +55,27 @@ def test_import_loads_neither_pandas_nor_the_widget_libraries():
         """
     )
     assert json.loads(out) == dict.fromkeys(LAZY, False)
+
+
+def test_the_engine_and_the_store_load_with_the_first_name_that_needs_them():
+    out = fresh_python(
+        f"""
+        import json, sys
+        import nb_backfill as nbb
+        before = [name in sys.modules for name in {ON_FIRST_USE!r}]
+        from nb_backfill import Instance, launch_backfill
+        from nb_backfill.backfills import launch_backfill as launch
+        from nb_backfill.storage import Storage
+        named = [launch_backfill is launch, Instance is Storage, "DynamicPartitionsDefinition" in dir(nbb)]
+        print(json.dumps([before, [name in sys.modules for name in {ON_FIRST_USE!r}], named]))
+        """
+    )
+    before, after, named = json.loads(out)
+    assert before == [False] * len(ON_FIRST_USE)
+    assert after == [True] * len(ON_FIRST_USE)
+    assert named == [True, True, True]
+    with pytest.raises(AttributeError, match="no attribute 'launch'"):
+        nbb.launch  # noqa: B018
 
 
 def test_import_loads_no_pandas_the_seed_way():
@@ -86,24 +120,36 @@ def five(context):
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="launch() in backfills.py still builds its plan's DataFrame before launching: drop this mark when it no longer does",
-)
-def test_the_command_launches_and_follows_without_pandas(tmp_path):
+def test_the_command_launches_and_follows_without_pandas_numpy_or_pendulum(tmp_path):
+    """Five daily keys are listed one at a time, so the whole command needs none of them."""
     (tmp_path / "jobs.py").write_text(JOBS)
     out = fresh_python(
         """
         import sys
         from nb_backfill.cli import main
         code = main(["job", "backfill", "-p", "five", "-f", "jobs.py", "--noprompt"])
-        print(code, "pandas" in sys.modules)
+        print(code, *(name in sys.modules for name in ("pandas", "numpy", "pendulum")))
         """,
         cwd=tmp_path,
         NB_BACKFILL_HOME=str(tmp_path / "store"),
     )
     assert "COMPLETED_SUCCESS" in out
-    assert out.splitlines()[-1] == "0 False"
+    assert "Partitions (5):" in out
+    assert out.splitlines()[-1] == "0 False False False"
+
+
+def test_numpy_loads_for_the_first_long_list_of_keys():
+    out = fresh_python(
+        """
+        import sys
+        import nb_backfill as nbb
+        daily = nbb.DailyPartitionsDefinition("2024-01-01", end_date="2025-01-01")
+        few = nbb.select_partitions(daily, from_="2024-01-01", to="2024-01-31")
+        before = "numpy" in sys.modules
+        print(len(few), before, len(daily.get_partition_keys()), "numpy" in sys.modules)
+        """
+    )
+    assert out.split() == ["31", "False", "366", "True"]
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,9 @@
 
 A Dagster user's definition pastes in unchanged and yields the same keys. Time keys come from
 `schedules` (ticks) and `keyformat` (strftime in bulk), so ten years of hourly keys take
-milliseconds, and counting or looking up one key never builds the list.
+milliseconds, and counting or looking up one key never builds the list. A few keys (up to
+FEW_KEYS) are listed one tick at a time instead, which for hourly and daily partitions in UTC needs
+no numpy: a small backfill launched from the terminal never imports it.
 
 One key at a time (has_partition_key, time_window_for_partition_key, a run's window) takes the
 single-key path: read the key, find its tick by bisecting a cached chunk of ticks, format that one
@@ -19,18 +21,20 @@ import functools
 import math
 import threading
 import time
-import zoneinfo
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from datetime import date, datetime, tzinfo
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-import numpy as np
-import pendulum
-
+from ._lazy import lazy_module
 from .errors import DefinitionError, UnknownPartitionError, quoted_list
 from .keyformat import format_tick, format_ticks, parse_fields
 from .schedules import DAY, Ticks, fixed_offset, parse_cron, timeline
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    np = lazy_module("numpy")  # imported by the first bulk computation: a few keys need none
 
 DEFAULT_DATE_FORMAT = "%Y-%m-%d"
 DEFAULT_HOURLY_FORMAT = "%Y-%m-%d-%H:%M"
@@ -39,6 +43,9 @@ INVALID_STATIC_KEY_CHARACTERS = frozenset("|,[]")
 INVALID_KEY_SUBSTRINGS = ("...", "\a", "\b", "\f", "\n", "\r", "\t", "\v", "\0")
 _EXAMPLE_TIME = datetime(2024, 1, 31, 13, 0)
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+# Up to this many keys are listed one at a time, as a run formats its own key: a small backfill of
+# hourly or daily partitions in UTC then never imports numpy. Longer lists are made in bulk.
+FEW_KEYS = 64
 
 
 class PartitionKeyRange(NamedTuple):
@@ -159,6 +166,9 @@ def _span(keys: Sequence[str]) -> str:
 # Static
 
 
+REPR_KEYS = 20  # keys a static definition's repr shows (a backfill stores it; a notebook prints it)
+
+
 class StaticPartitionsDefinition(PartitionsDefinition):
     """A fixed list of keys, kept in the order given."""
 
@@ -209,7 +219,11 @@ class StaticPartitionsDefinition(PartitionsDefinition):
         return self._hash
 
     def __repr__(self) -> str:
-        return f"StaticPartitionsDefinition({self._keys!r})"
+        if len(self._keys) <= REPR_KEYS:
+            return f"StaticPartitionsDefinition({self._keys!r})"
+        head = ", ".join(map(repr, self._keys[: REPR_KEYS // 2]))
+        tail = ", ".join(map(repr, self._keys[-(REPR_KEYS // 2) :]))
+        return f"StaticPartitionsDefinition([{head}, ... ({len(self._keys) - REPR_KEYS:,} more) ..., {tail}])"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -217,12 +231,16 @@ class StaticPartitionsDefinition(PartitionsDefinition):
 
 
 def get_timezone(name: str) -> tzinfo:
-    """The IANA zone `name`, or a DefinitionError that suggests close names."""
+    """The IANA zone `name` ('utc' in any case is UTC, as pendulum.timezone read it), or a
+    DefinitionError that suggests close names."""
+    import zoneinfo  # here, not at the top: its import reads the system's paths, which only time zones need
+
     if not isinstance(name, str) or not name:
         raise DefinitionError(f"timezone must be an IANA name such as 'UTC' or 'America/New_York', got {name!r}")
     try:
-        return pendulum.timezone(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):  # pendulum's InvalidTimezone is a ValueError
+        return zoneinfo.ZoneInfo("UTC" if name.lower() == "utc" else name)
+    # ValueError: not a relative path, e.g. '/etc/localtime'; OSError: a folder ('America'), a name too long
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
         close = difflib.get_close_matches(name, sorted(zoneinfo.available_timezones()), n=3)
         hint = f"; did you mean {quoted_list(close)}?" if close else ""
         raise DefinitionError(
@@ -380,7 +398,11 @@ class TimeWindowPartitionsDefinition(PartitionsDefinition):
         return (self._bounds(current_time),)
 
     def _format(self, lo: int, hi: int, ticks: Callable[[int, int], Ticks] | None = None) -> list[str]:
-        """Keys of the ticks in [lo, hi), from `ticks(lo, hi)` (default: the bulk computation)."""
+        """Keys of the ticks in [lo, hi): up to FEW_KEYS of them one at a time, more in bulk from
+        `ticks(lo, hi)` (default: the bulk computation). Both give the same keys."""
+        few = self._timeline.few(lo, hi, FEW_KEYS)
+        if few is not None:
+            return [self._format_one(tick) for tick in few]
         found = (ticks or self._timeline.between)(lo, hi)
         return format_ticks(found, self.fmt, self.tz, self._suffix_repeated)
 
@@ -529,6 +551,8 @@ def _time_window(definition: TimeWindowPartitionsDefinition, key: str) -> TimeWi
 
 def _guess_instant(text: str, tz: tzinfo) -> int | None:
     """What instant a key in some other format probably meant (for 'did you mean')."""
+    import pendulum  # only for this message: imported when first needed
+
     try:
         parsed = pendulum.parse(text, strict=False, tz=tz)
     except Exception:  # pendulum raises several unrelated types for unparseable text

@@ -2,6 +2,7 @@
 
 import itertools
 import pickle
+import zoneinfo
 from datetime import date, datetime, timedelta, timezone
 from types import SimpleNamespace
 
@@ -82,6 +83,19 @@ def test_time_window_is_tz_aware_start_and_end():
     window = hourly.time_window_for_partition_key("2024-01-01-05:00")
     assert window.start.isoformat() == "2024-01-01T05:00:00+01:00"
     assert window.end.isoformat() == "2024-01-01T06:00:00+01:00"
+
+
+def test_time_zones_are_iana_names_read_by_zoneinfo_and_utc_in_any_case():
+    """Zones come from zoneinfo (pendulum, which read them before, loads only for a 'did you mean');
+    'utc' in any case names UTC, as it did."""
+    zones = [DailyPartitionsDefinition("2024-01-01", timezone=name).tz for name in ("UTC", "utc", "Utc", None)]
+    assert all(zone is zones[0] for zone in zones) and zones[0] == zoneinfo.ZoneInfo("UTC")
+    assert DailyPartitionsDefinition("2024-01-01", timezone="utc").get_partition_keys(datetime(2024, 1, 3)) == [
+        "2024-01-01",
+        "2024-01-02",
+    ]
+    with pytest.raises(nbb.DefinitionError, match="did you mean 'Europe/Berlin'"):
+        DailyPartitionsDefinition("2024-01-01", timezone="Europe/berlin")
 
 
 def test_count_and_lookup_agree_with_the_list():
@@ -574,3 +588,15 @@ def test_a_repeated_wall_time_as_current_time_keeps_its_fold():
         expected = "2024-11-03-00:00" if current_time.fold == 0 else "2024-11-03-01:00"
         assert hourly.get_last_partition_key(current_time) == expected
         assert make().get_last_partition_key(current_time) == expected
+
+
+def test_a_large_static_definition_shows_its_ends_and_how_many_more():
+    text = repr(StaticPartitionsDefinition([f"p{i}" for i in range(1000)]))
+    assert len(text) < 400 and "'p0'" in text and "'p999'" in text and "(980 more)" in text
+    assert repr(StaticPartitionsDefinition(["a", "b"])) == "StaticPartitionsDefinition(['a', 'b'])"
+
+
+@pytest.mark.parametrize("name", ["America", "x" * 5000])
+def test_a_zone_folder_or_an_overlong_name_is_a_definition_error(name):
+    with pytest.raises(nbb.DefinitionError, match="unknown timezone"):
+        DailyPartitionsDefinition("2024-01-01", timezone=name)

@@ -17,10 +17,10 @@ import string
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
-from . import frames
+from . import chunks, frames
 from .engine import Engine, OwnedElsewhere, job_missing, running
 from .errors import (
     BackfillStateError,
@@ -38,7 +38,7 @@ from .policy import PendingRun
 from .progress import Progress, Tracker, all_counts
 from .selection import Choice
 from .statuses import BACKFILL_DONE, BackfillStatus, PartitionStatus
-from .storage import BackfillRecord, RunRecord, Storage, get_instance, owner_alive
+from .storage import BackfillRecord, RunRecord, Storage, get_instance, owner_alive, run_id_of
 
 
 def check_main_guard() -> None:
@@ -54,11 +54,6 @@ ASK_TIMEOUT = 10.0  # seconds to wait for another process to carry out a command
 
 def _new_id(length: int = 8) -> str:
     return "".join(secrets.choice(string.ascii_lowercase) for _ in range(length))
-
-
-def _run_ids(backfill_id: str, count: int) -> list[str]:
-    """Run ids begin with the backfill id and '-' (storage finds a backfill's steps by that prefix)."""
-    return [f"{backfill_id}-{i:06d}" for i in range(count)]
 
 
 _REASONS = {
@@ -87,7 +82,7 @@ def chosen_keys(job: Job, choice: Choice, keys: list[str], storage: Storage) -> 
     """The keys a launch of `choice` runs, in definition order: all of them unless it asks for only
     the missing or failed ones (only then are the partitions' statuses read)."""
     if not (choice.missing or choice.failed):
-        return list(keys)
+        return keys
     latest = frames.latest_statuses(storage, job.name)
     return [k for k in keys if _launches(choice, latest.get(k, PartitionStatus.MISSING))]
 
@@ -163,11 +158,15 @@ def launch(
     if not chosen:
         why = "failed" if choice.failed else "missing or failed"
         raise SelectionError(f"nothing to launch: none of the {len(keys)} selected partitions is {why}")
-    if options.order == "desc":
-        chosen.reverse()
+    now = time.time()
+    current_time = current_time or datetime.fromtimestamp(now, timezone.utc)  # the keys' moment, kept
+    # all or a range of keys that can be computed again: the engine writes most runs after launch
+    lazy = choice.partitions is None and not (choice.missing or choice.failed)
+    selection = chunks.selection_of(job.partitions_def, chosen, options.order == "desc", current_time) if lazy else None
+    ordered = chosen[::-1] if options.order == "desc" else chosen
+    first = ordered if selection is None else ordered[: chunks.FIRST_CHUNK]  # the runs written now
     engine = Engine.for_storage(storage)
     executor = make_executor(options.executor, options.workers(len(chosen)), engine.emit)  # before writing anything
-    now = time.time()
     record = BackfillRecord(
         id=_new_id(),
         job_name=job.name,
@@ -181,14 +180,16 @@ def launch(
         partitions_def=repr(job.partitions_def),
         owner=engine.owner,
         heartbeat=now,
+        written=None if selection is None else len(first),
+        selection=None if selection is None else selection.to_json(),
     )
-    run_ids = _run_ids(record.id, len(chosen))
+    run_ids = [run_id_of(record.id, i) for i in range(len(first))]
     try:
-        storage.create_backfill(record, zip(run_ids, chosen, range(len(chosen))))
+        storage.create_backfill(record, zip(run_ids, first, range(len(first))))
     except BaseException:
         executor.shutdown()
         raise
-    engine.launch(running(record, job, options, [PendingRun(r, p, 1) for r, p in zip(run_ids, chosen)], executor))
+    engine.launch(running(record, job, options, [PendingRun(r, p, 1) for r, p in zip(run_ids, first)], executor))
     return Backfill(record.id, storage, job)
 
 

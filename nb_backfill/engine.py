@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .chunks import Selection, chunk_size
 from .errors import BackfillStateError
 from .executors import Executor, make_executor
 from .executors.run import RunRequest
@@ -39,7 +40,16 @@ from .statuses import (
     RunStatus,
     StepStatus,
 )
-from .storage import INTERRUPTED, BackfillRecord, OnePerStore, Storage, StorageError, owner_alive, process_token
+from .storage import (
+    INTERRUPTED,
+    BackfillRecord,
+    OnePerStore,
+    Storage,
+    StorageError,
+    owner_alive,
+    process_token,
+    run_id_of,
+)
 
 WRITE_FAULT_LIMIT = 30.0  # seconds a failing store is retried before its backfills fail
 LOG_LIMIT = 1_000_000  # characters of captured output stored per run attempt; the rest goes to a file
@@ -75,6 +85,11 @@ class ActiveBackfill:
     created: float = 0.0
     in_flight: dict[str, tuple[PendingRun, Mapping[str, str]]] = field(default_factory=dict)
     started: set[str] = field(default_factory=set)
+    # runs still to write (see chunks): where they come from, how many are written, how many in all
+    selection: Selection | None = None
+    written: int = 0
+    total: int = 0
+    keys: list[str] | None = None  # the definition's keys at the selection's time, once needed
 
     @property
     def capacity(self) -> int:
@@ -96,6 +111,7 @@ def running(
     record: BackfillRecord, job: Job, options: LaunchOptions, pending: Sequence[PendingRun], executor: Executor
 ) -> ActiveBackfill:
     """What an engine holds of a backfill it is about to run."""
+    selection = Selection.from_json(record.selection) if record.selection and record.unwritten else None
     return ActiveBackfill(
         id=record.id,
         job=job,
@@ -106,6 +122,9 @@ def running(
         pending=deque(pending),
         status=record.status,
         created=record.created,
+        selection=selection,
+        written=record.num_partitions - record.unwritten,
+        total=record.num_partitions,
     )
 
 
@@ -220,6 +239,7 @@ class Engine(OnePerStore):
         if written:
             self._finish()
             self._dispatch(now)
+            self._write_more()
 
     def _drain(self, timeout: float) -> list[Event]:
         try:
@@ -288,12 +308,16 @@ class Engine(OnePerStore):
         """Every backfill of this engine ends FAILED with `why` (kept in memory if the store cannot say it)."""
         self._unwritten, self._fault_since = [], None
         for active in list(self._active.values()):
-            self._faults[active.id] = why
-            self._drop(active)
-            try:
-                self.storage.set_backfill_status(active.id, BackfillStatus.FAILED, why)
-            except StorageError:
-                pass
+            self._fail(active, why)
+
+    def _fail(self, active: ActiveBackfill, why: str) -> None:
+        """The backfill ends FAILED with `why` (kept in memory if the store cannot say it)."""
+        self._faults[active.id] = why
+        self._drop(active)
+        try:
+            self.storage.set_backfill_status(active.id, BackfillStatus.FAILED, why)
+        except StorageError:
+            pass
 
     def _cap_log(self, event: Event) -> Event | None:
         """A run's captured output, stored up to LOG_LIMIT characters an attempt; beyond it, the
@@ -364,7 +388,7 @@ class Engine(OnePerStore):
             if (
                 active.in_flight
                 or active.status == BackfillStatus.PAUSED
-                or (active.pending and active.status != BackfillStatus.CANCELING)
+                or ((active.pending or active.selection) and active.status != BackfillStatus.CANCELING)
             ):
                 continue
             if active.status == BackfillStatus.CANCELING:
@@ -378,6 +402,31 @@ class Engine(OnePerStore):
                 final = BackfillStatus.COMPLETED_FAILED if bad else BackfillStatus.COMPLETED_SUCCESS
             self.storage.set_backfill_status(active.id, final)
             self._drop(active)
+
+    def _write_more(self) -> None:
+        """Write the next chunk of runs of each backfill whose runs are written in chunks (one a
+        turn, so a turn stays short); they queue behind the runs already pending. A canceled
+        backfill's runs not written are never created."""
+        for active in list(self._active.values()):
+            if active.selection is None or active.status not in (BackfillStatus.REQUESTED, BackfillStatus.PAUSED):
+                continue
+            start = active.written
+            try:
+                if active.keys is None:
+                    active.keys = active.selection.all_keys(active.job.partitions_def, active.id)
+                keys = active.selection.keys(active.keys, start, chunk_size(start, active.total - start))
+                runs = [(run_id_of(active.id, start + i), key, start + i) for i, key in enumerate(keys)]
+                self.storage.write_more_runs(active.id, start, runs)
+            except BackfillStateError as error:
+                self._fail(active, str(error))
+                continue
+            except StorageError as error:
+                self._on_fault(error)  # tried again next turn, until the store stays unwritable too long
+                return
+            active.written += len(runs)
+            active.pending.extend(PendingRun(r, key, 1) for r, key, _ in runs)
+            if active.written >= active.total:
+                active.selection = active.keys = None
 
     def _recover(self, active: ActiveBackfill) -> None:
         """Storage has unfinished runs this engine does not hold (it never should): queue the
@@ -604,24 +653,28 @@ class Engine(OnePerStore):
         SUCCESS (resume), each as its next attempt; runs that never started keep their attempt."""
         runs = self.storage.runs(record.id)
         queued = [r for r in runs if r.status == RunStatus.QUEUED]
+        if record.unwritten:  # the rest of its runs are written as it runs: from the same keys, checked now
+            Selection.from_json(record.selection or {}).all_keys(job.partitions_def, record.id)
         if retry_only:
-            if queued:
+            if queued or record.unwritten:
                 raise BackfillStateError(
-                    f"backfill {record.id!r} has {len(queued)} runs that never started (it was stopped): resume it "
-                    f"to run those and its failed ones (retry runs only failed runs)"
+                    f"backfill {record.id!r} has {len(queued) + record.unwritten} runs that never started (it was "
+                    f"stopped): resume it to run those and its failed ones (retry runs only failed runs)"
                 )
             again = [r for r in runs if r.status == RunStatus.FAILURE]
             if not again:
                 raise BackfillStateError(nothing_to_retry(record.id, self.storage.run_counts(record.id)))
         else:
             again = [r for r in runs if r.status in (RunStatus.FAILURE, RunStatus.CANCELED)]
-        if not again and not queued:
+        if not again and not queued and not record.unwritten:
             if record.status != BackfillStatus.COMPLETED_SUCCESS:
                 self.storage.set_backfill_status(record.id, BackfillStatus.REQUESTED)
                 self.storage.set_backfill_status(record.id, BackfillStatus.COMPLETED_SUCCESS)
             return f"backfill {record.id}: every run already succeeded"
         options = LaunchOptions.from_json(record.options)
-        executor = self._make_executor(options.executor, options.workers(len(again) + len(queued)), self.emit)
+        executor = self._make_executor(
+            options.executor, options.workers(len(again) + len(queued) + record.unwritten), self.emit
+        )
         now = time.time()
         self.storage.write_batch([Event(r.run_id, RunStatus.QUEUED, now, r.attempt + 1) for r in again])
         self.storage.set_backfill_status(record.id, BackfillStatus.REQUESTED)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .statuses import BACKFILL_DONE, RUN_DONE, BackfillStatus, RunStatus
-from .storage import BackfillRecord, Change, Storage
+from .storage import RUNS_ADDED, BackfillRecord, Change, Storage, with_unwritten
 
 
 def rate_text(per_minute: float) -> str:
@@ -139,7 +139,29 @@ class Tracker:
         self.partitions = [row[1] for row in rows]
         self.status = [row[2] for row in rows]
         self.attempt = [row[3] for row in rows]
-        self.counts: Counter[str] = Counter(self.status)
+        self._counts: Counter[str] = Counter(self.status)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Runs by status, the ones its engine has not written yet included."""
+        return with_unwritten(dict(self._counts), self.record)
+
+    def _add(self, start: int, count: int) -> list[int]:
+        """Runs `start` to `start + count` were just written, QUEUED (every later change of theirs
+        follows in the feed); returns their indices, or all runs after a full read when the
+        tracker missed some."""
+        if start != len(self.run_ids):
+            self.read()
+            return list(range(len(self.run_ids)))
+        rows = self.storage.run_partitions(self.backfill_id, start, count)
+        for run_id, partition in rows:
+            self.index[run_id] = len(self.run_ids)
+            self.run_ids.append(run_id)
+            self.partitions.append(partition)
+            self.status.append(RunStatus.QUEUED.value)
+            self.attempt.append(1)
+        self._counts[RunStatus.QUEUED.value] += len(rows)
+        return list(range(start, start + len(rows)))
 
     def apply(self, changes: Iterable[Change]) -> list[int]:
         """Apply feed entries of this backfill; returns the runs whose status changed (all of
@@ -153,12 +175,15 @@ class Tracker:
             if change.run_id is None:
                 backfill_changed = True
                 ended = ended or change.status in BACKFILL_DONE
+                if change.status == RUNS_ADDED and not ended:
+                    start, count = map(int, (change.message or "0,0").split(","))
+                    changed += self._add(start, count)
                 continue
             i = self.index.get(change.run_id)
             if i is None or change.step is not None:
                 continue
-            self.counts[self.status[i]] -= 1
-            self.counts[change.status] += 1
+            self._counts[self.status[i]] -= 1
+            self._counts[change.status] += 1
             self.status[i], self.attempt[i] = change.status, change.attempt
             changed.append(i)
         if ended:  # it ended (maybe ran again and ended since): its runs' entries left the feed

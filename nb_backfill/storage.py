@@ -44,6 +44,7 @@ DB_NAME = "nb_backfill.db"
 INTERRUPTED = "interrupted: the process running this backfill stopped before the run finished"
 PARTITIONS_CHANGED = "PARTITIONS"  # a feed entry: the keys of a dynamic definition changed
 RUNS_CHANGED = "RUNS"  # a feed entry holding the runs of one backfill one write changed (see _pack)
+RUNS_ADDED = "ADDED"  # a feed entry: runs `start,count` (by seq) of a backfill were written, QUEUED
 MESSAGE_LIMIT = 64 * 1024  # characters of an error message kept (its head and its tail)
 _CHUNK = 500  # ids per `IN (...)` query
 
@@ -129,6 +130,10 @@ _V3 = (
     "DROP INDEX runs_by_partition",
     # where a backfill's entries begin in the feed: they leave it when the backfill ends
     "ALTER TABLE backfills ADD COLUMN feed_from INTEGER",
+    # a large backfill's runs are written by its engine in chunks after launch: how many are
+    # (NULL: all of them, at launch), and the selection they come from (see backfills.Selection)
+    "ALTER TABLE backfills ADD COLUMN written INTEGER",
+    "ALTER TABLE backfills ADD COLUMN selection TEXT",
 )
 # Each entry upgrades the schema by one version; a new version appends, never edits. An entry is
 # SQL, or a function of the connection for what SQL alone cannot say.
@@ -160,6 +165,13 @@ class BackfillRecord:
     owner: str | None
     heartbeat: float | None
     error: str | None = None
+    written: int | None = None  # runs written so far (None: all num_partitions, at launch)
+    selection: dict[str, Any] | None = None  # where the runs not yet written come from
+
+    @property
+    def unwritten(self) -> int:
+        """Runs not written yet: QUEUED while the backfill runs; never created once it ended."""
+        return 0 if self.written is None else self.num_partitions - self.written
 
 
 @dataclass(frozen=True)
@@ -305,7 +317,10 @@ def _marks(n: int) -> str:
     return ",".join("?" * n)
 
 
-_BACKFILL_COLUMNS = "id, job_name, status, created, updated, ended, num_partitions, options, tags, partitions_def, owner, heartbeat, error"
+_BACKFILL_COLUMNS = (
+    "id, job_name, status, created, updated, ended, num_partitions, options, tags, partitions_def, owner, heartbeat, "
+    "error, written, selection"
+)
 _STARTED = frozenset({RunStatus.STARTING, RunStatus.STARTED})
 _STEPPING = frozenset({RunStatus.STARTED, RunStatus.CANCELING})  # a run whose steps may have rows
 _NONE = (None,)
@@ -528,10 +543,11 @@ class Storage:
 
     # --- backfills
     def create_backfill(self, record: BackfillRecord, runs: Iterable[tuple[str, str, int]]) -> None:
-        """Write a backfill and its QUEUED runs (run_id, partition, seq) in one transaction."""
+        """Write a backfill and its first QUEUED runs (run_id, partition, seq) in one transaction
+        (all of them unless `record.written` says how many these are)."""
         with self.transaction() as conn:
             conn.execute(
-                f"INSERT INTO backfills ({_BACKFILL_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                f"INSERT INTO backfills ({_BACKFILL_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     record.id,
                     record.job_name,
@@ -546,18 +562,40 @@ class Storage:
                     record.owner,
                     record.heartbeat,
                     record.error,
+                    record.written,
+                    None if record.selection is None else json.dumps(record.selection),
                 ),
             )
-            conn.executemany(
-                "INSERT INTO runs (run_id, backfill_id, job_name, partition, seq, status, attempt, queued) "
-                "VALUES (?, ?, ?, ?, ?, 'QUEUED', 1, ?)",
-                (
-                    (run_id, record.id, record.job_name, partition, seq, record.created)
-                    for run_id, partition, seq in runs
-                ),
-            )
+            self._insert_runs(conn, record.id, record.job_name, record.created, runs)
             self._feed(conn, [(record.id, None, None, record.status, 0, record.created, None)])
             conn.execute("UPDATE backfills SET feed_from = last_insert_rowid() WHERE id = ?", (record.id,))
+
+    def write_more_runs(self, backfill_id: str, start: int, runs: Sequence[tuple[str, str, int]]) -> None:
+        """Write the next QUEUED runs of a backfill written in chunks: those from seq `start`, which
+        must be how many it has (so a chunk is written once, whole or not at all, even by two
+        processes); a feed entry says which they are."""
+        now = time.time()
+        with self.transaction() as conn:
+            row = conn.execute("SELECT job_name, written FROM backfills WHERE id = ?", (backfill_id,)).fetchone()
+            if row is None or row[1] != start:
+                raise StorageError(
+                    f"backfill {backfill_id!r} has {None if row is None else row[1]} runs written, not {start}: "
+                    f"another process wrote them",
+                    "fatal",
+                )
+            self._insert_runs(conn, backfill_id, row[0], now, runs)
+            conn.execute("UPDATE backfills SET written = ? WHERE id = ?", (start + len(runs), backfill_id))
+            self._feed(conn, [(backfill_id, None, None, RUNS_ADDED, 0, now, f"{start},{len(runs)}")])
+
+    @staticmethod
+    def _insert_runs(
+        conn: sqlite3.Connection, backfill_id: str, job_name: str, now: float, runs: Iterable[tuple[str, str, int]]
+    ) -> None:
+        conn.executemany(
+            "INSERT INTO runs (run_id, backfill_id, job_name, partition, seq, status, attempt, queued) "
+            "VALUES (?, ?, ?, ?, ?, 'QUEUED', 1, ?)",
+            ((run_id, backfill_id, job_name, partition, seq, now) for run_id, partition, seq in runs),
+        )
 
     def get_backfill(self, backfill_id: str) -> BackfillRecord | None:
         rows = self.query(f"SELECT {_BACKFILL_COLUMNS} FROM backfills WHERE id = ?", (backfill_id,))
@@ -640,16 +678,34 @@ class Storage:
         return RunRecord(*rows[0]) if rows else None
 
     def run_counts(self, backfill_id: str) -> dict[str, int]:
-        rows = self.query("SELECT status, COUNT(*) FROM runs WHERE backfill_id = ? GROUP BY status", (backfill_id,))
-        return dict(rows)
+        """A backfill's runs by status, the ones not written yet included (see `unwritten_as`)."""
+        with self.reading():
+            rows = self.query("SELECT status, COUNT(*) FROM runs WHERE backfill_id = ? GROUP BY status", (backfill_id,))
+            record = self.get_backfill(backfill_id)
+        return with_unwritten(dict(rows), record)
 
     def run_counts_by_backfill(self) -> dict[str, dict[str, int]]:
         counts: dict[str, dict[str, int]] = {}
-        for backfill_id, status, n in self.query(
-            "SELECT backfill_id, status, COUNT(*) FROM runs GROUP BY backfill_id, status"
-        ):
-            counts.setdefault(backfill_id, {})[status] = n
+        with self.reading():
+            for backfill_id, status, n in self.query(
+                "SELECT backfill_id, status, COUNT(*) FROM runs GROUP BY backfill_id, status"
+            ):
+                counts.setdefault(backfill_id, {})[status] = n
+            unwritten = self.query(
+                "SELECT id, status, num_partitions - written FROM backfills WHERE written IS NOT NULL"
+            )
+        for backfill_id, status, n in unwritten:
+            if n:
+                of = counts.setdefault(backfill_id, {})
+                of[unwritten_as(status)] = of.get(unwritten_as(status), 0) + n
         return counts
+
+    def run_partitions(self, backfill_id: str, start: int, count: int) -> list[tuple[str, str]]:
+        """(run_id, partition) of a backfill's runs `start` to `start + count`, in order."""
+        return self.query(
+            "SELECT run_id, partition FROM runs WHERE backfill_id = ? AND seq >= ? AND seq < ? ORDER BY seq",
+            (backfill_id, start, start + count),
+        )
 
     def run_rows(self, backfill_id: str) -> list[tuple]:
         """(run_id, partition, status, attempt, start_time, end_time, error) of a backfill's runs, in order."""
@@ -916,7 +972,27 @@ def _backfill(row: tuple) -> BackfillRecord:
     values = list(row)
     values[7] = json.loads(values[7])
     values[8] = json.loads(values[8])
+    values[14] = None if values[14] is None else json.loads(values[14])
     return BackfillRecord(*values)
+
+
+def run_id_of(backfill_id: str, seq: int) -> str:
+    """A run's id: its backfill's id, '-' and its place (a backfill's steps are found by that prefix)."""
+    return f"{backfill_id}-{seq:06d}"
+
+
+def unwritten_as(backfill_status: str) -> str:
+    """What a run not written yet counts as: QUEUED while its backfill runs (its engine writes it
+    soon), CANCELED once the backfill ended without it (it was never created)."""
+    return RunStatus.CANCELED if backfill_status in BACKFILL_DONE else RunStatus.QUEUED
+
+
+def with_unwritten(counts: dict[str, int], record: BackfillRecord | None) -> dict[str, int]:
+    """Run counts of a backfill with its runs not written yet added."""
+    if record is None or not record.unwritten:
+        return counts
+    status = unwritten_as(record.status)
+    return {**counts, status: counts.get(status, 0) + record.unwritten}
 
 
 _T = TypeVar("_T", bound="OnePerStore")

@@ -32,7 +32,7 @@ from .options import check_options, positive_int
 from .partitions import MultiPartitionsDefinition
 from .progress import Progress, Tracker
 from .selection import Choice
-from .statuses import BACKFILL_DONE, CELLS, BackfillStatus, PartitionStatus
+from .statuses import BACKFILL_DONE, CELLS, BackfillStatus, PartitionStatus, RunStatus
 from .storage import BackfillRecord, Change, Storage, StorageError, get_instance
 
 DELTA_BYTES = 10  # a changed cell in a delta: index 4, status 1, attempt 1, duration 4
@@ -217,13 +217,32 @@ class BackfillWidget(anywidget.AnyWidget):
         the summary follows the backfill in view in the history view too."""
         with self._lock:
             tracker = self._tracker = Tracker(self._storage, self._backfill_id)
-            n = len(tracker.partitions)
-            self._cell_of_run = np.array([self._index.get(p, -1) for p in tracker.partitions], np.int64)
-            self._run_numbers = np.array([RUN_NUMBER[s] for s in tracker.status], np.uint8)
-            self._run_attempts = np.minimum(np.array(tracker.attempt, np.int64), 255).astype(np.uint8)
-            self._step_numbers = np.zeros((n, self._n_steps), np.uint8)
-            self._step_duration = np.full((n, self._n_steps), np.nan, np.float32)
+            self._size_arrays(fresh=True)
+            self._run_numbers[:] = [RUN_NUMBER[s] for s in tracker.status]
+            self._run_attempts[:] = np.minimum(np.array(tracker.attempt, np.int64), 255)
             self._read_steps(self._storage.step_rows(self._backfill_id))
+
+    def _size_arrays(self, fresh: bool = False) -> None:
+        """The per-run arrays, one row a run the tracker holds: kept for the runs they had (unless
+        `fresh`), new rows QUEUED with no step started (an engine writes a large backfill's runs
+        in chunks)."""
+        tracker, had = self._tracker, 0 if fresh else len(self._run_numbers)
+        n, keep = len(tracker.partitions), min(had, len(tracker.partitions))
+
+        def sized(old: np.ndarray | None, shape: tuple[int, ...], fill: float, dtype: type) -> np.ndarray:
+            new = np.full(shape, fill, dtype)
+            if old is not None:
+                new[:keep] = old[:keep]
+            return new
+
+        old = (
+            (None,) * 4 if not had else (self._run_numbers, self._run_attempts, self._step_numbers, self._step_duration)
+        )
+        self._cell_of_run = np.array([self._index.get(p, -1) for p in tracker.partitions], np.int64)
+        self._run_numbers = sized(old[0], (n,), RUN_NUMBER[RunStatus.QUEUED], np.uint8)
+        self._run_attempts = sized(old[1], (n,), 1, np.uint8)
+        self._step_numbers = sized(old[2], (n, self._n_steps), 0, np.uint8)
+        self._step_duration = sized(old[3], (n, self._n_steps), np.nan, np.float32)
 
     def _load_history(self) -> None:
         """Each partition's latest status across every backfill of the job, sent whole."""
@@ -354,6 +373,8 @@ class BackfillWidget(anywidget.AnyWidget):
         touched = set(tracker.apply(changes))  # every run, read again, when the backfill just ended
         if not touched:
             return touched
+        if len(tracker.run_ids) != len(self._run_numbers):
+            self._size_arrays()  # its engine wrote more of its runs, or it was read again
         runs = sorted(touched)
         self._run_numbers[runs] = [RUN_NUMBER[tracker.status[i]] for i in runs]
         self._run_attempts[runs] = [min(tracker.attempt[i], 255) for i in runs]

@@ -4,9 +4,13 @@ the lifecycle allows each entry to follow the one before it."""
 from nb_backfill.statuses import BACKFILL_DONE, RunStatus, run_change_allowed
 
 
-def feed_of(store, run_id):
-    """A run's (status, attempt) in each entry the change feed holds for it, oldest first."""
-    return [(c.status, c.attempt) for c in store.changes(0) if c.run_id == run_id and c.step is None]
+def feed_by_run(store, backfill_id):
+    """Each run's (status, attempt) in each entry the change feed holds for it, oldest first."""
+    entries = {}
+    for change in store.changes(0, backfill_id):
+        if change.run_id is not None and change.step is None:
+            entries.setdefault(change.run_id, []).append((change.status, change.attempt))
+    return entries
 
 
 def reachable(state, target):
@@ -37,8 +41,9 @@ def assert_feed_is_a_valid_lifecycle(store, backfill_id):
     ended_before = store.query(
         f"SELECT 1 FROM events WHERE backfill_id = ? AND run_id IS NULL AND status IN ('{done}')", (backfill_id,)
     )
+    feed = feed_by_run(store, backfill_id)
     for run in store.runs(backfill_id):
-        entries = feed_of(store, run.run_id)
+        entries = feed.get(run.run_id, [])
         if ended:
             assert entries == [], f"{run.run_id}: entries of an ended backfill stayed in the feed"
             continue

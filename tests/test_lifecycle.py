@@ -9,7 +9,7 @@ import threading
 import time
 
 import pytest
-from feed_checks import assert_feed_is_a_valid_lifecycle, feed_of
+from feed_checks import assert_feed_is_a_valid_lifecycle, feed_by_run
 
 import nb_backfill as nbb
 from nb_backfill import engine as engine_module
@@ -36,7 +36,8 @@ def store(tmp_path):
 
 def run_paths(store, backfill_id):
     """Each run's sequence of statuses, as the change feed recorded them (one entry a run per write)."""
-    return {r.run_id: [status for status, _ in feed_of(store, r.run_id)] for r in store.runs(backfill_id)}
+    feed = feed_by_run(store, backfill_id)
+    return {r.run_id: [status for status, _ in feed.get(r.run_id, [])] for r in store.runs(backfill_id)}
 
 
 # --- the lifecycle table

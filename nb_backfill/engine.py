@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import chunks
 from .chunks import Selection, chunk_size
 from .errors import BackfillStateError
 from .executors import Executor, make_executor
@@ -404,11 +405,15 @@ class Engine(OnePerStore):
             self._drop(active)
 
     def _write_more(self) -> None:
-        """Write the next chunk of runs of each backfill whose runs are written in chunks (one a
-        turn, so a turn stays short); they queue behind the runs already pending. A canceled
-        backfill's runs not written are never created."""
+        """Write the next chunk of runs of each backfill whose runs are written in chunks, once
+        fewer than a chunk are pending (so memory stays bounded at any size; one chunk a turn, so
+        a turn stays short). A canceled backfill's runs not written are never created."""
         for active in list(self._active.values()):
-            if active.selection is None or active.status not in (BackfillStatus.REQUESTED, BackfillStatus.PAUSED):
+            if (
+                active.selection is None
+                or active.status not in (BackfillStatus.REQUESTED, BackfillStatus.PAUSED)
+                or len(active.pending) >= chunks.MAX_CHUNK
+            ):
                 continue
             start = active.written
             try:

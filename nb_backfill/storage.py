@@ -524,6 +524,8 @@ class Storage:
         conn = self._connection()
         version = self._check_schema(conn)  # a read first: a current store needs no write lock
         try:
+            if version == 0:  # before the first table: pages the feed frees go back (incremental_vacuum)
+                conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
             if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
                 conn.execute("PRAGMA journal_mode=WAL")  # persistent: every later connection uses WAL
         except sqlite3.Error as error:
@@ -632,6 +634,7 @@ class Storage:
                     f"AND backfill_id = ? AND (status = '{RUNS_CHANGED}' OR run_id IS NOT NULL)",
                     (backfill_id, backfill_id),
                 )
+                conn.execute("PRAGMA incremental_vacuum")  # the file shrinks by what they took (new stores)
         self._backfill_changed()
         return True
 
@@ -767,10 +770,10 @@ class Storage:
         run_ids = list({e.run_id for e in events if e.status != LOG})
         runs: dict[
             str, list[Any]
-        ] = {}  # run_id -> [status, attempt, queued, start, end, error, not_before, backfill_id]
+        ] = {}  # run_id -> [status, attempt, queued, start, end, error, not_before, backfill_id, rowid]
         for chunk in _chunks(run_ids):
             for row in conn.execute(
-                f"SELECT run_id, status, attempt, queued, start_time, end_time, error, not_before, backfill_id "
+                f"SELECT run_id, status, attempt, queued, start_time, end_time, error, not_before, backfill_id, rowid "
                 f"FROM runs WHERE run_id IN ({_marks(len(chunk))})",
                 chunk,
             ):
@@ -789,53 +792,52 @@ class Storage:
         fed: dict[str, float] = {}  # run_id -> when it last changed in this batch (one feed entry a run)
         archived, requeued, logs = [], [], []
         accepted = 0
-        for e in events:
-            new = e.status
+        for run_id, new, ts, of_attempt, step_name, message, step_attempt, not_before in events:
             if new == LOG:
-                logs.append((e.run_id, e.step, e.ts, storable(e.message, limit=None)))
+                logs.append((run_id, step_name, ts, storable(message, limit=None)))
                 continue
-            run = runs.get(e.run_id)
+            run = runs.get(run_id)
             if run is None:
                 continue
             status, attempt = run[0], run[1]
-            if e.step is None:
-                if e.attempt == attempt:
+            if step_name is None:
+                if of_attempt == attempt:
                     if (status, new) not in RUN_MOVES:
                         continue
                     run[0] = new
                     if run[3] is None and new in _STARTED:
-                        run[3] = e.ts
+                        run[3] = ts
                     if new in RUN_DONE:
-                        run[4], run[5] = e.ts, storable(e.message)
-                elif run_change_allowed(status, attempt, new, e.attempt):  # the next attempt
-                    archived.append((e.run_id, attempt, status, run[3], run[4], run[5]))
-                    run[:7] = [QUEUED, e.attempt, e.ts, None, None, None, e.not_before]
-                    requeued.append(e.run_id)
-                    steps.pop(e.run_id, None)  # its steps start over
+                        run[4], run[5] = ts, storable(message)
+                elif run_change_allowed(status, attempt, new, of_attempt):  # the next attempt
+                    archived.append((run_id, attempt, status, run[3], run[4], run[5]))
+                    run[:7] = [QUEUED, of_attempt, ts, None, None, None, not_before]
+                    requeued.append(run_id)
+                    steps.pop(run_id, None)  # its steps start over
                 else:
                     continue
             else:
-                if e.attempt != attempt or status not in RUN_IN_FLIGHT:
+                if of_attempt != attempt or status not in RUN_IN_FLIGHT:
                     continue
-                of_run = steps.setdefault(e.run_id, {})
-                step = of_run.get(e.step)
+                of_run = steps.setdefault(run_id, {})
+                step = of_run.get(step_name)
                 if (step[0] if step else None, new) not in STEP_MOVES:
                     continue
                 if step is None:
-                    step = of_run[e.step] = [new, e.step_attempt, e.ts if new == RUNNING else None, None, None]
+                    step = of_run[step_name] = [new, step_attempt, ts if new == RUNNING else None, None, None]
                 else:
-                    step[0], step[1] = new, e.step_attempt
+                    step[0], step[1] = new, step_attempt
                     if new == RUNNING:
-                        step[2], step[3], step[4] = e.ts, None, None
+                        step[2], step[3], step[4] = ts, None, None
                 if new in STEP_DONE:
-                    step[3], step[4] = e.ts, storable(e.message)
-                changed_steps.add((e.run_id, e.step))
+                    step[3], step[4] = ts, storable(message)
+                changed_steps.add((run_id, step_name))
             accepted += 1
-            fed[e.run_id] = e.ts
-        conn.executemany(
+            fed[run_id] = ts
+        conn.executemany(  # by rowid, read above: one tree to search, not the run id's index too
             "UPDATE runs SET status = ?, attempt = ?, queued = ?, start_time = ?, end_time = ?, error = ?, not_before = ? "
-            "WHERE run_id = ?",
-            [(*runs[run_id][:7], run_id) for run_id in fed],
+            "WHERE rowid = ?",
+            [(*runs[run_id][:7], runs[run_id][8]) for run_id in fed],
         )
         if requeued:
             conn.executemany("INSERT OR REPLACE INTO attempts VALUES (?,?,?,?,?,?)", archived)

@@ -2,7 +2,8 @@
 or leaks cannot take the kernel down, and runs use several cores.
 
 Each worker receives a job's cloudpickled definition once, then one small message per run, and
-sends back one message per event; a reader thread per worker forwards them to `emit`. A worker
+sends back its events in lists (when a step begins and when the run ends); a reader thread per
+worker forwards them to `emit`. A worker
 that dies fails only the run it was executing and is replaced; if workers cannot even start, runs
 fail with the reason instead. As with any multiprocessing code, a script (not a notebook) must
 start runs under `if __name__ == "__main__":`.
@@ -208,7 +209,7 @@ class ProcessExecutor:
                 request.partition_key,
                 request.attempt,
                 request.backfill_id,
-                request.tags,
+                dict(request.tags),
             )
             messages.append((worker, message))
         return messages
@@ -226,22 +227,23 @@ class ProcessExecutor:
         conn, emit = worker.conn, self._emit
         while True:
             try:
-                fields = conn.recv()
+                batch = conn.recv()
             except (EOFError, OSError):
                 break
-            if fields is None:  # the worker's hello
+            if batch is None:  # the worker's hello
                 worker.started = True
                 continue
-            event = Event(*fields)
-            if event.step is not None:
-                if event.status != LOG:
-                    worker.step = (event.step, event.step_attempt) if event.status == StepStatus.RUNNING else None
-            elif event.status in RUN_DONE:
-                with self._lock:
-                    worker.run = None
-                    messages = self._dispatch_locked()
-                _send(messages)  # the worker starts its next run while this event is stored
-            emit(event)
+            for fields in batch:
+                event = Event(*fields)
+                if event.step is not None:
+                    if event.status != LOG:
+                        worker.step = (event.step, event.step_attempt) if event.status == StepStatus.RUNNING else None
+                elif event.status in RUN_DONE:
+                    with self._lock:
+                        worker.run = None
+                        messages = self._dispatch_locked()
+                    _send(messages)  # the worker starts its next run while this event is stored
+                emit(event)
         self._reap(worker)
 
     def _reap(self, worker: _Worker) -> None:

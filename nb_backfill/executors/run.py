@@ -14,8 +14,9 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import NamedTuple
 
 from ..jobs import Job, RunCanceled, RunContext
 from ..statuses import LOG, Event, RunStatus, StepStatus
@@ -47,15 +48,14 @@ class CancelFlag:
         return self._set
 
 
-@dataclass(frozen=True)
-class RunRequest:
-    """What an executor needs to start a run."""
+class RunRequest(NamedTuple):
+    """What an executor needs to start a run (a named tuple: the engine makes one a run)."""
 
     run_id: str
     partition_key: str
     attempt: int = 1
     backfill_id: str | None = None
-    tags: dict[str, str] = field(default_factory=dict)
+    tags: Mapping[str, str] = MappingProxyType({})
 
 
 class _Capture(threading.local):

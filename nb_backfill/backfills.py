@@ -1,8 +1,9 @@
 """Launching backfills and the `Backfill` handle: read its state, control it, resume it.
 
 `launch_backfill` checks everything first (a bad value raises and writes nothing), starts the
-executor, writes the backfill and its QUEUED runs in one transaction, hands them to this process's
-engine and returns at once. A handle only reads storage, so `get_backfill(id)` in a new kernel sees
+executor, writes the backfill and its QUEUED runs in one transaction (for a large choice of all or
+a range, the first chunk of them and where the rest come from: see chunks.py), hands them to this
+process's engine and returns at once. A handle only reads storage, so `get_backfill(id)` in a new kernel sees
 the same backfill; reading never writes and never starts a thread. Control (cancel, pause, resume,
 retry, concurrency) is a message: decided by the engine that runs the backfill (this process's, or
 another's through the store), or, when no live process runs it, by this process's engine taking

@@ -55,6 +55,8 @@ from .storage import (
 WRITE_FAULT_LIMIT = 30.0  # seconds a failing store is retried before its backfills fail
 LOG_LIMIT = 1_000_000  # characters of captured output stored per run attempt; the rest goes to a file
 COMMAND_POLL = 0.2  # seconds between looks for commands from other processes
+WRITE_GAP = 0.005  # seconds a write of FEW_EVENTS waits after the one before it for more to carry
+FEW_EVENTS = 64
 BACKLOG = 256  # runs the default coordinator keeps handed to its executor
 _HEARTBEAT = 2.0
 _WAKE = Event("", "WAKE", 0.0)
@@ -157,7 +159,7 @@ class Engine(OnePerStore):
         self._unwritten: list[Event] = []  # in order; written before anything newer
         self._fault_since: float | None = None
         self._log_sizes: dict[tuple[str, int], int] = {}
-        self._last_poll = self._last_heartbeat = 0.0
+        self._last_poll = self._last_heartbeat = self._last_write = 0.0
         self._command_seq = 0
         self._thread: threading.Thread | None = None
         if threaded:
@@ -243,16 +245,26 @@ class Engine(OnePerStore):
             self._write_more()
 
     def _drain(self, timeout: float) -> list[Event]:
+        """The events reported since the last turn (waiting up to `timeout` for one). In the
+        engine's own thread, a turn with few events soon after a write waits out WRITE_GAP for
+        more, so that runs ending one by one (worker processes) share a transaction instead of
+        one each; many events are written at once."""
         try:
             first = self._events.get(timeout=timeout) if timeout > 0 else self._events.get_nowait()
         except queue.Empty:
             return []
         batch = [first]
-        try:
-            while len(batch) < 20_000:
+        while len(batch) < 20_000:
+            try:
                 batch.append(self._events.get_nowait())
-        except queue.Empty:
-            pass
+            except queue.Empty:
+                left = self._last_write + WRITE_GAP - time.monotonic() if timeout > 0 else 0.0
+                if left <= 0 or first is _WAKE or len(batch) >= FEW_EVENTS:
+                    break
+                try:
+                    batch.append(self._events.get(timeout=left))
+                except queue.Empty:
+                    break
         return [e for e in batch if e is not _WAKE]
 
     # --- writing
@@ -269,6 +281,7 @@ class Engine(OnePerStore):
             self._on_fault(error)
             return False
         self._unwritten, self._fault_since = [], None
+        self._last_write = time.monotonic()
         self._note(events)
         return True
 
@@ -426,8 +439,11 @@ class Engine(OnePerStore):
                 self._fail(active, str(error))
                 continue
             except StorageError as error:
-                self._on_fault(error)  # tried again next turn, until the store stays unwritable too long
-                return
+                if error.kind == "transient":
+                    self._on_fault(error)  # tried again next turn, until the store stays unwritable too long
+                    return
+                self._fail(active, f"could not write its runs {start + 1:,} and after: {error}")
+                continue
             active.written += len(runs)
             active.pending.extend(PendingRun(r, key, 1) for r, key, _ in runs)
             if active.written >= active.total:

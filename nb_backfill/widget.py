@@ -349,7 +349,8 @@ class BackfillWidget(anywidget.AnyWidget):
         if self.view == "history":
             if self._tracker is not None and self._tracker.backfill_id == self._backfill_id:
                 self._apply(mine)  # the summary line stays current; cells are the history's
-            if any(c.backfill_id in self._job_backfills and c.run_id is not None and c.step is None for c in changes):
+            # a run changed, or a backfill changed (one that ended took its runs' entries with it)
+            if any(c.backfill_id in self._job_backfills for c in changes):
                 self._history_dirty = True
             if self._history_dirty and time.monotonic() - self._history_at >= HISTORY_SECONDS:
                 self._history_dirty, self._history_at = False, time.monotonic()

@@ -216,3 +216,14 @@ def test_a_chunk_is_written_only_after_the_one_before_it(tmp_path):
         store.write_more_runs(bf.id, start - 1, [(f"{bf.id}-x", "p000", start - 1)])
     bf.cancel(now=True)
     assert store.query("SELECT COUNT(*) FROM runs WHERE run_id = ?", (f"{bf.id}-x",))[0][0] == 0
+
+
+def test_a_chunk_the_store_refuses_fails_the_backfill_saying_why(store):
+    """A key SQLite cannot store (a lone surrogate) past the first chunk: FAILED with the reason, never a hang."""
+    keys = [f"p{i:03d}" for i in range(N)]
+    keys[40] = b"caf\xe9".decode("utf-8", "surrogateescape")
+    job = recording_job([], keys)
+    bf = nbb.launch_backfill(job, all=True, max_workers=1, instance=store)
+    assert bf.wait(timeout=30) == "FAILED"
+    assert "could not write its runs" in bf.record.error and bf.record.unwritten > 0
+    assert "could not write its runs" in bf.progress().line()

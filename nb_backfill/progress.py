@@ -143,8 +143,9 @@ class Tracker:
 
     @property
     def counts(self) -> dict[str, int]:
-        """Runs by status, the ones its engine has not written yet included."""
-        return with_unwritten(dict(self._counts), self.record)
+        """Runs by status, the ones not taken in yet included (as the runs this tracker holds:
+        the store may already have written more, whose feed entries come next)."""
+        return with_unwritten(dict(self._counts), self.record, held=len(self.run_ids))
 
     def _add(self, start: int, count: int) -> list[int]:
         """Runs `start` to `start + count` were just written, QUEUED (every later change of theirs

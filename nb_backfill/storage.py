@@ -15,12 +15,13 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, TypeVar
 
+from ._lazy import lazy_module
 from .errors import InvalidOptionError, NbBackfillError
 from .statuses import (
     BACKFILL_DONE,
@@ -36,6 +37,11 @@ from .statuses import (
     backfill_change_allowed,
     run_change_allowed,
 )
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    np = lazy_module("numpy")  # imported by the first bulk read (see _Read)
 
 SCHEMA_VERSION = 3
 HOME_ENV = "NB_BACKFILL_HOME"
@@ -328,6 +334,125 @@ QUEUED, RUNNING = RunStatus.QUEUED.value, StepStatus.RUNNING.value
 _RUN_COLUMNS = (
     "run_id, backfill_id, job_name, partition, seq, status, attempt, queued, start_time, end_time, error, not_before"
 )
+
+
+# --- bulk reads, for DataFrames. Python's sqlite3 makes a tuple a row and an object a cell, most of
+# a million-row read; here each column of all the rows read is one string SQLite joins
+# (group_concat, in the scan's order), decoded with numpy.
+_LINE = "\n"  # between texts that never hold one: partition keys (see partitions) and run ids
+_ZERO = 48  # a code c is read as the character chr(_ZERO + c) ('0' for 0, '/' for -1)
+_TICKS = 2**22  # a time of 2**30 s (2004) or later is a whole number of 2**-22 s: exact as an integer
+
+
+class _Read(NamedTuple):
+    """How a column is read in bulk: its aggregates (SQL over the rows read) with their
+    parameters, and how their strings become the column: `decode(count, *strings)`."""
+
+    aggregates: tuple[str, ...]
+    params: tuple[Any, ...]
+    decode: Callable[..., Any]
+    exact_from: str | None = None  # a time column: decode also says which values to read as stored
+
+
+class Lines(NamedTuple):
+    """Texts read in bulk, one a line (none holds a line break: partition keys never do, nor run
+    ids). Two equal Lines are the same texts in the same order: compared whole, at C speed."""
+
+    text: str
+    size: int
+
+    @classmethod
+    def of(cls, texts: Sequence[str]) -> Lines:
+        return cls(_LINE.join(texts), len(texts))
+
+    def split(self) -> list[str]:
+        texts = self.text.split(_LINE) if self.size else []
+        if len(texts) != self.size:
+            raise StorageError(f"a text read in bulk is NULL or holds a line break: {self.text!r:.200}")
+        return texts
+
+
+def _texts(column: str) -> _Read:
+    """Text without line breaks, as Lines."""
+    return _Read((f"group_concat({column}, ?)",), (_LINE,), lambda count, joined: Lines(joined or "", count))
+
+
+def _codes(column: str, values: Sequence[str], first: frozenset[str] = frozenset()) -> _Read:
+    """Each row's place in `values` (-1 for another), as an int array: one character a row in SQL.
+    Values in `first` (what most rows hold) are compared first: the CASE stops at its match."""
+    places = sorted(range(len(values)), key=lambda place: values[place] not in first)
+    whens = " ".join(f"WHEN ? THEN '{chr(_ZERO + place)}'" for place in places)  # never a quote
+    sql = f"group_concat(CASE {column} {whens} ELSE '{chr(_ZERO - 1)}' END, '')"
+    return _Read((sql,), tuple(str(values[place]) for place in places), _places)
+
+
+def _places(count: int, joined: str | None) -> np.ndarray:
+    chars = np.array([joined]).view(np.uint32) if count else np.zeros(0, np.uint32)  # numpy holds str as UCS-4
+    return chars.astype(np.int32) - _ZERO
+
+
+def _ints(column: str) -> _Read:
+    return _Read((f"group_concat({column})",), (), _parse)
+
+
+def _parse(count: int, joined: str | None) -> np.ndarray:
+    return np.fromstring(joined or "", np.int64, sep=",")
+
+
+_NO_TIME = -(2**63) + 1  # ticks of NULL: never a cast's result (it gives whole doubles, and -2**63 when too low)
+
+
+def _times(column: str) -> _Read:
+    """Seconds as float64, exact (NaN for none): each time as a whole number of ticks, text that
+    holds every digit; a time that is not one (before 2004, or far ahead) is read as stored."""
+    aggregate = f"group_concat(IFNULL(CAST({column} * {_TICKS} AS INTEGER), {_NO_TIME}))"
+    return _Read((aggregate,), (), _seconds, exact_from=column)
+
+
+def _seconds(count: int, joined: str | None) -> tuple[np.ndarray, np.ndarray]:
+    ticks = _parse(count, joined)
+    none = ticks == _NO_TIME
+    # below 2**52 ticks the cast may have cut a fraction; at the ends of int64 it may have stopped there
+    whole = ((ticks >= 2**52) | (ticks <= -(2**52))) & (ticks < 2**63 - 1) & (ticks > -(2**63))
+    seconds = ticks.astype(np.float64) / _TICKS
+    seconds[none] = np.nan
+    return seconds, ~(whole | none)
+
+
+def _notes(column: str) -> _Read:
+    """Text or NULL: a list of str or None. Each row's length in bytes (-1 for NULL) and the texts joined."""
+    lengths = f"group_concat(IFNULL(length(CAST({column} AS BLOB)), -1))"
+    return _Read((lengths, f"group_concat({column}, '')"), (), _cut)
+
+
+def _cut(count: int, lengths: str | None, joined: str | None) -> list[str | None]:
+    sizes = np.fromstring(lengths or "", np.int64, sep=",")
+    notes: list[str | None] = [None] * count
+    have = np.flatnonzero(sizes >= 0)
+    if len(have):
+        data, ends = (joined or "").encode(), np.cumsum(sizes[have])
+        for i, start, end in zip(have.tolist(), (ends - sizes[have]).tolist(), ends.tolist()):
+            notes[i] = data[start:end].decode()
+    return notes
+
+
+def _joined(first: Any, rest: Any) -> Any:
+    """A column read in two pieces, whole again."""
+    if isinstance(first, Lines):
+        return Lines(_LINE.join(piece.text for piece in (first, rest) if piece.size), first.size + rest.size)
+    return first + rest if isinstance(first, list) else np.concatenate([first, rest])
+
+
+_RUN_READS = {
+    "run_id": _texts("run_id"),
+    "partition": _texts("partition"),
+    "status": _codes("status", tuple(RunStatus), first=RUN_DONE),
+    "attempt": _ints("attempt"),
+    "start_time": _times("start_time"),
+    "end_time": _times("end_time"),
+    "error": _notes("error"),
+}
+_STEP_STATUS = _codes("status", tuple(StepStatus), first=STEP_DONE)
 
 
 class Storage:
@@ -717,17 +842,60 @@ class Storage:
             (backfill_id,),
         )
 
-    def partition_runs(self, job_name: str) -> list[tuple[str, str, str | None]]:
-        """(partition, status, backfill_id) of every run of a job, oldest first."""
-        return self.query(
-            "SELECT runs.partition, runs.status, runs.backfill_id FROM backfills JOIN runs ON runs.backfill_id = backfills.id "
-            "WHERE backfills.job_name = ? ORDER BY backfills.created, runs.seq",
-            (job_name,),
-        )
+    # --- bulk reads, for DataFrames: each column of all the rows read is one string (see _Read)
+    def run_columns(self, backfill_id: str, names: Sequence[str]) -> dict[str, Any]:
+        """Columns `names` of a backfill's runs, in order (seq), read in one pass: `run_id` and
+        `partition` Lines, `status` codes (places in RunStatus; -1 for another), `attempt`
+        int64, `start_time` and `end_time` float64 seconds (exact; NaN for none), `error` a list of
+        str or None."""
+        reads = {name: _RUN_READS[name] for name in names}
+        return self._columns("runs INDEXED BY runs_by_backfill WHERE backfill_id = ?", (backfill_id,), reads)
 
-    def owners(self, job_name: str) -> list[tuple[str, str, str | None, float | None]]:
-        """(id, status, owner, heartbeat) of a job's backfills."""
-        return self.query("SELECT id, status, owner, heartbeat FROM backfills WHERE job_name = ?", (job_name,))
+    def past_attempt_columns(self, backfill_id: str) -> dict[str, Any]:
+        """`run_id`, `attempt`, `status`, `start_time`, `end_time` and `error` (as run_columns) of
+        the attempts of a backfill's runs that a retry or resume replaced, by the key range of
+        their run ids (they begin with the backfill's id and '-')."""
+        reads = {name: _RUN_READS[name] for name in ("run_id", "attempt", "status", "start_time", "end_time", "error")}
+        return self._columns("attempts WHERE run_id > ? AND run_id < ?", (backfill_id + "-", backfill_id + "."), reads)
+
+    def step_columns(self, backfill_id: str, step_names: Sequence[str]) -> dict[str, Any]:
+        """`run_id` (Lines), `step` (place in step_names; -1 for another) and `status`
+        (place in StepStatus) of a backfill's step rows, by the key range of their run ids."""
+        reads = {"run_id": _texts("run_id"), "step": _codes("step", step_names), "status": _STEP_STATUS}
+        return self._columns("steps WHERE run_id > ? AND run_id < ?", (backfill_id + "-", backfill_id + "."), reads)
+
+    def _columns(self, source: str, params: Sequence[Any], reads: dict[str, _Read]) -> dict[str, Any]:
+        """`reads` of the rows `source` ("table WHERE ...") selects, in its scan order: one
+        statement, one string a column; each half of the rows on its own when a string would be
+        longer than SQLite makes one."""
+        sql = f"SELECT count(*), {', '.join(a for read in reads.values() for a in read.aggregates)} FROM {source}"
+        with self.reading():
+            try:
+                cursor = self._connection().execute(
+                    sql, [p for read in reads.values() for p in read.params] + [*params]
+                )
+                count, *values = cursor.fetchone()
+            except sqlite3.DataError as error:  # SQLITE_TOOBIG
+                count = self.query(f"SELECT count(*) FROM {source}", params)[0][0]
+                if count < 2:
+                    raise self._error(error, "read") from None
+                halves = [
+                    self._columns(f"(SELECT * FROM {source} LIMIT ? OFFSET ?)", (*params, n, start), reads)
+                    for n, start in ((count // 2, 0), (-1, count // 2))
+                ]
+                return {name: _joined(halves[0][name], halves[1][name]) for name in reads}
+            except sqlite3.Error as error:
+                raise self._error(error, "read") from None
+            columns = {}
+            for name, read in reads.items():
+                columns[name] = read.decode(count, *values[: len(read.aggregates)])
+                values = values[len(read.aggregates) :]
+                if read.exact_from:  # times: those not read exactly as whole ticks, read as stored
+                    columns[name], inexact = columns[name]
+                    if inexact.any():
+                        stored = self.query(f"SELECT {read.exact_from} FROM {source}", params)
+                        columns[name][inexact] = [stored[i][0] for i in np.flatnonzero(inexact).tolist()]
+        return columns
 
     # --- status changes: every one checked against the lifecycle, then fed
     def write_batch(self, events: Sequence[Event]) -> int:
@@ -883,14 +1051,6 @@ class Storage:
     def logs(self, run_id: str) -> list[tuple]:
         return self.query("SELECT step, ts, text FROM logs WHERE run_id = ? ORDER BY id", (run_id,))
 
-    def past_attempts(self, backfill_id: str) -> list[tuple]:
-        """(run_id, attempt, status, start_time, end_time, error) of the attempts of a backfill's
-        runs that a retry or resume replaced, by the steps' key range (run ids begin with it)."""
-        return self.query(
-            "SELECT run_id, attempt, status, start_time, end_time, error FROM attempts WHERE run_id > ? AND run_id < ?",
-            (backfill_id + "-", backfill_id + "."),
-        )
-
     def step_rows_of(self, run_ids: Sequence[str]) -> list[tuple]:
         """(run_id, step, status, start_time, end_time) of the steps of these runs."""
         rows: list[tuple] = []
@@ -989,12 +1149,14 @@ def unwritten_as(backfill_status: str) -> str:
     return RunStatus.CANCELED if backfill_status in BACKFILL_DONE else RunStatus.QUEUED
 
 
-def with_unwritten(counts: dict[str, int], record: BackfillRecord | None) -> dict[str, int]:
-    """Run counts of a backfill with its runs not written yet added."""
-    if record is None or not record.unwritten:
+def with_unwritten(counts: dict[str, int], record: BackfillRecord | None, held: int | None = None) -> dict[str, int]:
+    """Run counts of a backfill with its runs not written yet added (or, given `held`, the runs
+    beyond the first `held`)."""
+    unwritten = 0 if record is None else record.unwritten if held is None else record.num_partitions - held
+    if record is None or unwritten <= 0:
         return counts
     status = unwritten_as(record.status)
-    return {**counts, status: counts.get(status, 0) + record.unwritten}
+    return {**counts, status: counts.get(status, 0) + unwritten}
 
 
 _T = TypeVar("_T", bound="OnePerStore")

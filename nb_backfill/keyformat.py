@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import re
 from datetime import datetime, tzinfo
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ._lazy import lazy_module
 from .schedules import DAY, Ticks
@@ -63,15 +63,16 @@ def _digits(out: np.ndarray, column: int, values: np.ndarray, width: int) -> Non
         out[:, column + k : column + k + 2] = _table(_TWO_DIGITS)[(values // 10 ** (width - 2 - k)) % 100]
 
 
-def civil_from_days(days: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Year, month, day of days since 1970-01-01 (proleptic Gregorian), in integer arithmetic."""
+def civil_from_days(days: Any) -> tuple[Any, Any, Any]:
+    """Year, month, day of days since 1970-01-01 (proleptic Gregorian), in integer arithmetic:
+    of one day (ints) or of an array of them (arrays), with the same operations."""
     z = days + 719_468
     era = z // 146_097
     doe = z - era * 146_097
     yoe = (doe - doe // 1460 + doe // 36_524 - doe // 146_096) // 365
     doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
     mp = (5 * doy + 2) // 153
-    month = np.where(mp < 10, mp + 3, mp - 9)
+    month = mp + 3 - 12 * (mp >= 10)
     return yoe + era * 400 + (month <= 2), month, doy - (153 * mp + 2) // 5 + 1
 
 
@@ -174,18 +175,6 @@ def _template(tokens: tuple[str, ...]) -> str:
     return "".join(_SCALAR[t[1]] if t.startswith("%") else t.replace("{", "{{").replace("}", "}}") for t in tokens)
 
 
-def _civil(days: int) -> tuple[int, int, int]:
-    """civil_from_days for one day."""
-    z = days + 719_468
-    era = z // 146_097
-    doe = z - era * 146_097
-    yoe = (doe - doe // 1460 + doe // 36_524 - doe // 146_096) // 365
-    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
-    mp = (5 * doy + 2) // 153
-    month = mp + 3 if mp < 10 else mp - 9
-    return yoe + era * 400 + (month <= 2), month, doy - (153 * mp + 2) // 5 + 1
-
-
 def format_wall(fmt: str, wall: int) -> str | None:
     """fmt applied to one wall time (epoch seconds), exactly as the bulk path writes it; None when
     the bulk path would use strftime (a format it cannot write, or a year outside 1000 to 9999)."""
@@ -193,7 +182,7 @@ def format_wall(fmt: str, wall: int) -> str | None:
     days, seconds = divmod(wall, DAY)
     if tokens is None or not -354_285 <= days <= 2_932_896:
         return None
-    year, month, day = _civil(days)
+    year, month, day = civil_from_days(days)
     hour = seconds // 3600
     before = year - 1
     year_start = before * 365 + before // 4 - before // 100 + before // 400 - 719_162  # days to year-01-01

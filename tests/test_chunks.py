@@ -5,12 +5,11 @@ nothing twice, and the faces (Tracker, widget) take the new runs in."""
 
 import os
 import signal
-import subprocess
-import sys
 import textwrap
 import time
 
 import pytest
+from job_scripts import executed, finish, start
 
 import nb_backfill as nbb
 from nb_backfill import chunks
@@ -170,16 +169,10 @@ def test_a_kill_while_chunks_are_written_loses_nothing(tmp_path, kill_after):
     script, store, marks = tmp_path / "job.py", tmp_path / "store", tmp_path / "marks"
     script.write_text(SCRIPT)
     marks.mkdir()
-    launched = subprocess.Popen(
-        [sys.executable, str(script), str(store), str(marks), "launch"], stdout=subprocess.PIPE, text=True
-    )
+    launched = start(script, store, marks, "launch")
     backfill_id = launched.stdout.readline().strip()
     deadline = time.time() + 60
-
-    def executed(mode: str) -> list[str]:
-        return [line for f in marks.glob(f"{mode}-*.txt") for line in f.read_text().split()]
-
-    while len(executed("launch")) < kill_after and time.time() < deadline:
+    while len(executed(marks, "launch")) < kill_after and time.time() < deadline:
         time.sleep(0.001)
     os.kill(launched.pid, signal.SIGKILL)
     launched.wait()
@@ -189,21 +182,16 @@ def test_a_kill_while_chunks_are_written_loses_nothing(tmp_path, kill_after):
     assert record.written is not None and written(bf._storage, backfill_id) == record.written  # whole chunks only
     runs = bf.runs_df()
     succeeded = set(runs.index[runs["status"] == "SUCCESS"])
-    assert succeeded <= set(executed("launch"))
-    resume = subprocess.run(
-        [sys.executable, str(script), str(store), str(marks), "resume", backfill_id],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    assert succeeded <= set(executed(marks, "launch"))
+    resume = finish(script, store, marks, "resume", backfill_id)
     assert resume.returncode == 0, resume.stderr
     assert resume.stdout.strip() == "COMPLETED_SUCCESS"
-    again = executed("resume")
+    again = executed(marks, "resume")
     assert not succeeded & set(again) and len(again) == len(set(again))  # nothing finished ran again, nor twice
     runs = nbb.get_backfill(backfill_id, instance=store).runs_df()
     assert len(runs) == 1200 and (runs["status"] == "SUCCESS").all()
     assert list(runs.index) == [f"p{i:04d}" for i in range(1200)]
-    assert set(executed("launch")) | set(again) == set(runs.index)
+    assert set(executed(marks, "launch")) | set(again) == set(runs.index)
 
 
 def test_a_chunk_is_written_only_after_the_one_before_it(tmp_path):

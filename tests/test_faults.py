@@ -4,13 +4,12 @@ unfinished partition exactly once; two processes share one store without lock er
 import os
 import signal
 import sqlite3
-import subprocess
-import sys
 import textwrap
 import time
 from pathlib import Path
 
 import pytest
+from job_scripts import executed, finish, start
 
 import nb_backfill as nbb
 from nb_backfill.engine import Engine
@@ -54,19 +53,9 @@ def snapshot(store) -> tuple:
         )
 
 
-def _executions(marks: Path, mode: str) -> list[str]:
-    return [line for f in marks.glob(f"{mode}-*.txt") for line in f.read_text().split()]
-
-
 def launch(script, store, marks, **env):
     """The job script launching its backfill in a process of its own (stdout: id, then final status)."""
-    return subprocess.Popen(
-        [sys.executable, str(script), str(store), str(marks), "launch"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, **env},
-    )
+    return start(script, store, marks, "launch", **env)
 
 
 @pytest.fixture
@@ -83,7 +72,7 @@ def test_sigkill_then_resume(tmp_path, script, kill_after):
     launched = launch(script, store, marks)
     backfill_id = launched.stdout.readline().strip()
     deadline = time.time() + 30
-    while len(_executions(marks, "launch")) < kill_after and time.time() < deadline:
+    while len(executed(marks, "launch")) < kill_after and time.time() < deadline:
         time.sleep(0.002)
     os.kill(launched.pid, signal.SIGKILL)
     launched.wait()
@@ -91,9 +80,9 @@ def test_sigkill_then_resume(tmp_path, script, kill_after):
     before = snapshot(store)
     bf = nbb.get_backfill(backfill_id, instance=store)
     runs = bf.runs_df()
-    executed = set(_executions(marks, "launch"))
+    ran = set(executed(marks, "launch"))
     succeeded = set(runs.index[runs["status"] == "SUCCESS"])
-    assert succeeded <= executed  # a recorded success really ran
+    assert succeeded <= ran  # a recorded success really ran
     assert bf.status == "REQUESTED"  # unfinished, resumable, and says why it does not move:
     assert (
         "stopped before it finished" in bf.progress().note and f"resume_backfill('{backfill_id}')" in bf.progress().note
@@ -112,15 +101,10 @@ def test_sigkill_then_resume(tmp_path, script, kill_after):
     assert snapshot(store) == before  # reading wrote nothing...
     assert Engine.existing(nbb.get_instance(store)) is None  # ...and started no engine thread
 
-    resume = subprocess.run(
-        [sys.executable, str(script), str(store), str(marks), "resume", backfill_id],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    resume = finish(script, store, marks, "resume", backfill_id)
     assert resume.returncode == 0, resume.stderr
     assert resume.stdout.strip() == "COMPLETED_SUCCESS"
-    again = _executions(marks, "resume")
+    again = executed(marks, "resume")
     assert sorted(again) == sorted(set(runs.index) - succeeded)  # exactly the unfinished ones, each once
     bf = nbb.get_backfill(backfill_id, instance=store)
     assert (bf.runs_df()["status"] == "SUCCESS").all()
@@ -162,7 +146,7 @@ def test_pause_and_resume_from_another_process(tmp_path, script):
         assert bf.status == "PAUSED" and bf.counts()["SUCCESS"] == paused_at < 40
         bf.resume()
         assert launched.stdout.readline().strip() == "COMPLETED_SUCCESS"
-        assert len(_executions(marks, "launch")) == 40
+        assert len(executed(marks, "launch")) == 40
     finally:
         launched.kill()
         launched.wait()

@@ -10,6 +10,7 @@ import time
 
 import pytest
 from feed_checks import assert_feed_is_a_valid_lifecycle, feed_by_run
+from job_scripts import start
 
 import nb_backfill as nbb
 from nb_backfill import engine as engine_module
@@ -496,9 +497,7 @@ def test_two_processes_resuming_a_dead_backfill_at_once_run_it_once(tmp_path):
     script, marks, store = tmp_path / "job.py", tmp_path / "marks", tmp_path / "store"
     script.write_text(RESUMER)
     marks.mkdir()
-    owner = subprocess.Popen(
-        [sys.executable, str(script), str(store), str(marks), "launch"], stdout=subprocess.PIPE, text=True
-    )
+    owner = start(script, store, marks, "launch")
     backfill_id = owner.stdout.readline().strip()
     while sum(len(f.read_text().split()) for f in marks.glob("*.txt")) < 8:
         time.sleep(0.005)

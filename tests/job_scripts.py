@@ -3,8 +3,10 @@ processes: each script takes (store, marks, mode, ...) and appends the partition
 `marks/{mode}-{pid}.txt`; a launch prints the backfill id first, then its final status."""
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 
@@ -29,3 +31,15 @@ def finish(script: Path, store: Path, marks: Path, mode: str, *args: str) -> sub
 def executed(marks: Path, mode: str) -> list[str]:
     """The partitions the scripts of `mode` executed, each time they did."""
     return [line for f in marks.glob(f"{mode}-*.txt") for line in f.read_text().split()]
+
+
+def kill_after(process: subprocess.Popen, marks: Path, count: int, timeout: float = 60.0) -> str:
+    """The backfill id a launching script printed; then SIGKILL it once it executed `count`
+    partitions (or after `timeout` seconds)."""
+    backfill_id = process.stdout.readline().strip()
+    deadline = time.time() + timeout
+    while len(executed(marks, "launch")) < count and time.time() < deadline:
+        time.sleep(0.001)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    return backfill_id

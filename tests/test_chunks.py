@@ -3,13 +3,11 @@ partition runs once and in order, counts include the runs not yet written, a can
 never created, resume writes them, a kill -9 while chunks are written loses nothing and runs
 nothing twice, and the faces (Tracker, widget) take the new runs in."""
 
-import os
-import signal
 import textwrap
 import time
 
 import pytest
-from job_scripts import executed, finish, start
+from job_scripts import executed, finish, kill_after, start
 
 import nb_backfill as nbb
 from nb_backfill import chunks
@@ -163,19 +161,13 @@ SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("kill_after", [0, 100, 600])
-def test_a_kill_while_chunks_are_written_loses_nothing(tmp_path, kill_after):
+@pytest.mark.parametrize("killed_at", [0, 100, 600])
+def test_a_kill_while_chunks_are_written_loses_nothing(tmp_path, killed_at):
     """Chunks of 3 runs: the engine writes a chunk every turn, so a kill -9 lands among them."""
     script, store, marks = tmp_path / "job.py", tmp_path / "store", tmp_path / "marks"
     script.write_text(SCRIPT)
     marks.mkdir()
-    launched = start(script, store, marks, "launch")
-    backfill_id = launched.stdout.readline().strip()
-    deadline = time.time() + 60
-    while len(executed(marks, "launch")) < kill_after and time.time() < deadline:
-        time.sleep(0.001)
-    os.kill(launched.pid, signal.SIGKILL)
-    launched.wait()
+    backfill_id = kill_after(start(script, store, marks, "launch"), marks, killed_at)
 
     bf = nbb.get_backfill(backfill_id, instance=store)
     record = bf.record

@@ -1,15 +1,13 @@
 """Real processes: SIGKILL at several points loses no recorded status and resume runs each
 unfinished partition exactly once; two processes share one store without lock errors."""
 
-import os
-import signal
 import sqlite3
 import textwrap
 import time
 from pathlib import Path
 
 import pytest
-from job_scripts import executed, finish, start
+from job_scripts import executed, finish, kill_after, start
 
 import nb_backfill as nbb
 from nb_backfill.engine import Engine
@@ -65,17 +63,11 @@ def script(tmp_path):
     return path
 
 
-@pytest.mark.parametrize("kill_after", [0, 12, 40])
-def test_sigkill_then_resume(tmp_path, script, kill_after):
+@pytest.mark.parametrize("killed_at", [0, 12, 40])
+def test_sigkill_then_resume(tmp_path, script, killed_at):
     store, marks = tmp_path / "store", tmp_path / "marks"
     marks.mkdir()
-    launched = launch(script, store, marks)
-    backfill_id = launched.stdout.readline().strip()
-    deadline = time.time() + 30
-    while len(executed(marks, "launch")) < kill_after and time.time() < deadline:
-        time.sleep(0.002)
-    os.kill(launched.pid, signal.SIGKILL)
-    launched.wait()
+    backfill_id = kill_after(launch(script, store, marks), marks, killed_at)
 
     before = snapshot(store)
     bf = nbb.get_backfill(backfill_id, instance=store)

@@ -134,6 +134,12 @@ export function applyDelta(model, buffers) {
   return cells;
 }
 
+/** The Dask dashboard of a backfill run on Dask: an http(s) address only (never a script URL). */
+export function dashboardLink(backfill) {
+  const link = backfill && backfill.executor === "dask" ? backfill.dashboard : null;
+  return typeof link === "string" && /^https?:\/\//i.test(link) ? link : null;
+}
+
 export function formatDuration(seconds) {
   if (seconds == null || Number.isNaN(seconds)) return "";
   if (seconds < 1) return `${Math.round(seconds * 1000)} ms`;
@@ -187,6 +193,7 @@ function render({ model, el }) {
   const title = h("div", { class: "nbb-title" });
   const backfillLine = h("div", { class: "nbb-backfill" });
   const backfillError = h("pre", { class: "nbb-backfill-error nbb-error", hidden: "" }); // why the backfill FAILED
+  const dashboard = h("a", { class: "nbb-dashboard", target: "_blank", rel: "noopener noreferrer", text: "Dask dashboard", hidden: "" });
   // selector and launch form
   const mode = select("mode", [["all", "all"], ["range", "from-to range"], ["list", "list of keys"], ["missing", "missing only"], ["failed", "failed only"]], "all");
   const from = h("input", { class: "nbb-from", placeholder: "from", size: 16 });
@@ -195,7 +202,7 @@ function render({ model, el }) {
   const preview = h("span", { class: "nbb-preview" });
   const coordinator = select("coordinator", [["default", "default coordinator"], ["queued", "queued coordinator"]], "default");
   const maxConcurrent = h("input", { class: "nbb-max-concurrent", type: "number", min: 1, placeholder: "max concurrent", size: 6 });
-  const executor = select("executor", [["thread", "threads"], ["process", "processes"]], "thread");
+  const executor = select("executor", [["thread", "threads"], ["process", "processes"], ["dask", "Dask cluster"]], "thread");
   const order = select("order", [["asc", "oldest first"], ["desc", "newest first"]], "asc");
   const tags = h("input", { class: "nbb-tags", placeholder: "tags: key=value, ...", size: 20 });
   const launch = h("button", { class: "nbb-launch", text: "Launch backfill" });
@@ -216,7 +223,7 @@ function render({ model, el }) {
   const detail = h("div", { class: "nbb-detail", hidden: "" });
 
   root.append(
-    h("div", { class: "nbb-header" }, [title, backfillLine, backfillError]),
+    h("div", { class: "nbb-header" }, [title, backfillLine, dashboard, backfillError]),
     h("div", { class: "nbb-selector" }, [h("span", { text: "Partitions: " }), mode, from, to, list, preview]),
     h("div", { class: "nbb-options" }, [coordinator, maxConcurrent, executor, order, tags, launch]),
     h("div", { class: "nbb-controls" }, [summary, cancel, pause, retry, liveConcurrency, setConcurrency,
@@ -364,6 +371,9 @@ function render({ model, el }) {
       backfillLine.textContent = parts.join(" · ");
       backfillLine.dataset.status = b.status;
     }
+    const link = dashboardLink(b);
+    dashboard.hidden = !link;
+    if (link && dashboard.getAttribute("href") !== link) dashboard.setAttribute("href", link);
     if (backfillError.textContent !== (b.error || "")) backfillError.textContent = b.error || "";
     backfillError.hidden = !(b.id && b.error);
     const running = b.id && !b.done;

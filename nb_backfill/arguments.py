@@ -112,7 +112,12 @@ def add_launch_arguments(parser: argparse.ArgumentParser) -> None:
     running.add_argument(
         "--executor", choices=EXECUTORS, default=_API_DEFAULTS["executor"], help="where runs run (default: %(default)s)"
     )
-    running.add_argument("--max-workers", type=int, metavar="N", help="threads or processes of the executor")
+    running.add_argument(
+        "--max-workers", type=int, metavar="N", help="threads or processes of the executor (dask: of a local cluster)"
+    )
+    running.add_argument(
+        "--dask-address", metavar="ADDRESS", help="the Dask scheduler for --executor dask, such as tcp://host:8786"
+    )
     running.add_argument("--retries", type=int, metavar="N", help="retries of a failed run (default: the job's)")
     running.add_argument(
         "--order", choices=ORDERS, default=_API_DEFAULTS["order"], help="launch order (default: %(default)s)"
@@ -164,7 +169,14 @@ def launch_request(
     """What parsed launch flags ask: the partitions chosen, the checked options and the tags."""
     tags = {k: v for given in args.tags for k, v in given.items()} if args.tags else None
     options = check_options(
-        args.coordinator, args.max_concurrent, None, args.executor, args.max_workers, args.order, args.retries
+        args.coordinator,
+        args.max_concurrent,
+        None,
+        args.executor,
+        args.max_workers,
+        args.order,
+        args.retries,
+        args.dask_address,
     )
     return choice_of(args, all_by_default=all_by_default), options, tags
 

@@ -120,16 +120,33 @@ def launch_backfill(
     retries: int | RetryPolicy | None = None,
     dry_run: bool = False,
     *,
+    dask_address: str | None = None,
+    dask_client: Any = None,
     instance: Storage | str | None = None,
     current_time: datetime | None = None,
 ) -> Backfill | pd.DataFrame:
     """Launch a run for each selected partition and return a `Backfill` handle at once.
 
-    With `dry_run=True`, return the plan (partition, action, reason) and write nothing.
+    With `dry_run=True`, return the plan (partition, action, reason) and write nothing. With
+    `executor="dask"`, runs go to the Dask scheduler at `dask_address`, or `dask_client`'s, or the
+    kernel's default client's, or else to a local cluster started for the backfill.
     """
-    options = check_options(coordinator, max_concurrent, tag_concurrency_limits, executor, max_workers, order, retries)
+    options = check_options(
+        coordinator, max_concurrent, tag_concurrency_limits, executor, max_workers, order, retries, dask_address
+    )
+    if dask_client is not None and options.executor != "dask":
+        raise InvalidOptionError(f"dask_client is for executor='dask', got executor={executor!r}")
     choice = Choice(partitions, from_, to, all, missing_only, failed_only)
-    return launch(job, choice, options, tags, dry_run=dry_run, instance=instance, current_time=current_time)
+    return launch(
+        job,
+        choice,
+        options,
+        tags,
+        dry_run=dry_run,
+        instance=instance,
+        current_time=current_time,
+        dask_client=dask_client,
+    )
 
 
 def launch(
@@ -141,6 +158,7 @@ def launch(
     dry_run: bool = False,
     instance: Storage | str | None = None,
     current_time: datetime | None = None,
+    dask_client: Any = None,
 ) -> Backfill | pd.DataFrame:
     """`launch_backfill` for faces that already hold a Choice and checked options."""
     if not isinstance(job, Job):
@@ -151,6 +169,10 @@ def launch(
         raise InvalidOptionError(str(error)) from None
     if options.executor == "process":
         check_main_guard()
+    if options.executor == "dask":
+        from .executors.dask import check_resources
+
+        check_resources(job, backfill_tags)
     keys = choice.keys(job.partitions_def, current_time)  # a bad choice raises before the store is touched
     storage = get_instance(instance)
     if dry_run:
@@ -167,7 +189,15 @@ def launch(
     ordered = chosen[::-1] if options.order == "desc" else chosen
     first = ordered if selection is None else ordered[: chunks.FIRST_CHUNK]  # the runs written now
     engine = Engine.for_storage(storage)
-    executor = make_executor(options.executor, options.workers(len(chosen)), engine.emit)  # before writing anything
+    # before writing anything: an executor that cannot start (or a cluster out of reach) writes nothing
+    executor = make_executor(
+        options.executor, options.workers(len(chosen)), engine.emit, options.dask_address, dask_client
+    )
+    if options.executor == "dask":  # where it runs, so a resume elsewhere goes there too; where to watch it
+        own = dask_client is None and options.dask_address is None and executor.launched_cluster
+        options = replace(
+            options, dask_address=None if own else executor.address, dask_dashboard=executor.dashboard_link
+        )
     record = BackfillRecord(
         id=_new_id(),
         job_name=job.name,

@@ -694,7 +694,10 @@ class Engine(OnePerStore):
             return f"backfill {record.id}: every run already succeeded"
         options = LaunchOptions.from_json(record.options)
         executor = self._make_executor(
-            options.executor, options.workers(len(again) + len(queued) + record.unwritten), self.emit
+            options.executor,
+            options.workers(len(again) + len(queued) + record.unwritten),
+            self.emit,
+            **options.executor_settings(),
         )
         now = time.time()
         self.storage.write_batch([Event(r.run_id, RunStatus.QUEUED, now, r.attempt + 1) for r in again])

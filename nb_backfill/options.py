@@ -31,6 +31,8 @@ class LaunchOptions:
     max_workers: int | None = None
     order: str = "asc"
     retries: dict[str, Any] | None = None
+    dask_address: str | None = None  # the Dask scheduler runs go to (None: a local cluster, or the kernel's client)
+    dask_dashboard: str | None = None  # where its Dask dashboard was, set at launch
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -58,6 +60,10 @@ class LaunchOptions:
             else max(default_workers(self.executor), self.max_concurrent or 0)
         )
         return max(1, min(wanted, runs))
+
+    def executor_settings(self) -> dict[str, Any]:
+        """What make_executor needs beyond the executor's name and size."""
+        return {"address": self.dask_address} if self.executor == "dask" else {}
 
     def tag_limits(self) -> list[TagLimit]:
         return [
@@ -128,6 +134,7 @@ def check_options(
     max_workers: int | None = None,
     order: str = "asc",
     retries: int | RetryPolicy | None = None,
+    dask_address: str | None = None,
 ) -> LaunchOptions:
     """Every launch option checked, or an InvalidOptionError naming the bad value and the valid ones."""
     _one_of("coordinator", coordinator, COORDINATORS)
@@ -138,6 +145,11 @@ def check_options(
             "max_concurrent and tag_concurrency_limits apply to the queued coordinator: pass coordinator='queued'"
         )
     check_executor(executor)
+    if dask_address is not None and (executor != "dask" or not isinstance(dask_address, str) or not dask_address):
+        raise InvalidOptionError(
+            f"dask_address is the address of a Dask scheduler (such as 'tcp://host:8786') for executor='dask', "
+            f"got {dask_address!r} with executor={executor!r}"
+        )
     max_workers = positive_int("max_workers", max_workers)
     most = MAX_WORKERS[executor]
     # the workers started: max_workers if given, else enough for max_concurrent
@@ -158,4 +170,5 @@ def check_options(
         max_workers=max_workers,
         order=_one_of("order", order, ORDERS),
         retries=policy,
+        dask_address=dask_address,
     )

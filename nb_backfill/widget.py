@@ -482,6 +482,7 @@ class BackfillWidget(anywidget.AnyWidget):
             "coordinator": record.options.get("coordinator"),
             "max_concurrent": record.options.get("max_concurrent"),
             "executor": record.options.get("executor"),
+            "dashboard": record.options.get("dask_dashboard"),
             "error": record.error,
             "process": process_of(self._storage, record),
             "done": record.status in BACKFILL_DONE,

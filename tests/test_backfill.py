@@ -109,6 +109,26 @@ def test_logs_are_captured_per_partition_and_not_printed(store, capsys):
         bf.logs("2030-01-01")
 
 
+def test_a_long_steps_output_reads_while_it_runs_once_each(store):
+    gate = threading.Event()
+
+    @nbb.job(partitions_def=nbb.StaticPartitionsDefinition(["x"]))
+    def talkative(context):
+        for i in range(3):
+            print(f"line {i}")
+        gate.wait(10)
+        print("last")
+
+    bf = nbb.launch_backfill(talkative, all=True, instance=store)
+    deadline = time.monotonic() + 10
+    while "line 2" not in bf.logs("x") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert bf.logs("x") == "line 0\nline 1\nline 2\n" and bf.run("x").status == "STARTED"
+    gate.set()
+    assert bf.wait(timeout=10) == "COMPLETED_SUCCESS"
+    assert bf.logs("x") == "line 0\nline 1\nline 2\nlast\n"
+
+
 def test_output_of_threads_a_run_starts_goes_to_its_log(store, capsys):
     from concurrent.futures import ThreadPoolExecutor
 

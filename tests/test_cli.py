@@ -208,7 +208,7 @@ def test_exit_code_is_1_when_a_run_fails_and_the_summary_names_it(cli):
         (["-p", "flaky", "--from", "bad", "--to", "a"], "error: from 'bad' comes after to 'a'"),
         (
             ["-p", "flaky", "--executor", "gpu"],
-            "error: argument --executor: invalid choice: 'gpu' (choose from 'thread', 'process')",
+            "error: argument --executor: invalid choice: 'gpu' (choose from 'thread', 'process', 'dask')",
         ),
         (["-p", "flaky", "--tags", "team"], "error: argument --tags: expected key=value or JSON"),
         (

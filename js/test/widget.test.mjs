@@ -6,6 +6,7 @@ import { Window } from "happy-dom";
 import widget, {
   STYLES,
   applyDelta,
+  dashboardLink,
   decodeKeys,
   formatDuration,
   geometry,
@@ -121,6 +122,14 @@ test("keys and durations read well", () => {
   assert.equal(formatDuration(0.0123), "12 ms");
   assert.equal(formatDuration(75), "1 min 15 s");
   assert.equal(formatDuration(NaN), "");
+});
+
+test("the Dask dashboard link is shown only for an http(s) address of a Dask backfill", () => {
+  assert.equal(dashboardLink({ executor: "dask", dashboard: "http://127.0.0.1:8787/status" }), "http://127.0.0.1:8787/status");
+  assert.equal(dashboardLink({ executor: "dask", dashboard: "javascript:alert(1)" }), null);
+  assert.equal(dashboardLink({ executor: "thread", dashboard: "http://x/status" }), null);
+  assert.equal(dashboardLink({ executor: "dask", dashboard: null }), null);
+  assert.equal(dashboardLink(null), null);
 });
 
 function withDom(fn) {

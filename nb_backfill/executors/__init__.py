@@ -3,20 +3,21 @@
 An executor has a `name`, `max_workers`, `submit(job, *requests)`, `withdraw(run_id) -> bool` (take
 back a run not yet started), `cancel(run_id) -> bool` (True when the run had not started, so it
 never will) and `shutdown()`; it reports through the `emit` callback it was made with. "thread"
-runs in the kernel, "process" in worker processes.
+runs in the kernel, "process" in worker processes, "dask" on a Dask cluster (an optional extra).
 """
 
 from __future__ import annotations
 
 import os
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..errors import InvalidOptionError, quoted_list
 from ..jobs import Job
 from .run import Emit, RunRequest
 
-EXECUTORS = ("thread", "process")
-MAX_WORKERS = {"thread": 256, "process": 64}  # more would exhaust the machine, not speed a backfill up
+EXECUTORS = ("thread", "process", "dask")
+# more would exhaust the machine, not speed a backfill up (dask: worker processes of a local cluster)
+MAX_WORKERS = {"thread": 256, "process": 64, "dask": 64}
 
 
 class Executor(Protocol):
@@ -41,14 +42,26 @@ def default_workers(executor: str) -> int:
 def check_executor(executor: str) -> str:
     if executor not in EXECUTORS:
         raise InvalidOptionError(f"executor must be one of {quoted_list(list(EXECUTORS))}, got {executor!r}")
+    if executor == "dask":
+        from .dask import check_available
+
+        check_available()
     return executor
 
 
-def make_executor(executor: str, max_workers: int, emit: Emit) -> Executor:
+def make_executor(
+    executor: str, max_workers: int, emit: Emit, address: str | None = None, client: Any = None
+) -> Executor:
+    """An executor of `max_workers` threads or processes (dask: a local cluster of that many worker
+    processes, unless `address` or `client` names a cluster to use)."""
     if check_executor(executor) == "thread":
         from .thread import ThreadExecutor
 
         return ThreadExecutor(max_workers, emit)
+    if executor == "dask":
+        from .dask import DaskExecutor
+
+        return DaskExecutor(max_workers, emit, address, client)
     from .process import ProcessExecutor
 
     return ProcessExecutor(max_workers, emit)

@@ -139,10 +139,35 @@ def install_capture() -> None:
         threading.Thread.start = _start_capturing  # type: ignore[method-assign]
 
 
+_log_lock = threading.Lock()  # a run's output is taken by its own thread or by flush_live_logs, once
+
+
 def _flush_log(emit: Emit, request: RunRequest, step: str, buffer: list[str]) -> None:
-    if buffer:
-        emit(Event(request.run_id, LOG, time.time(), request.attempt, step, "".join(buffer)))
-        buffer.clear()
+    with _log_lock:
+        taken = buffer[:]
+        del buffer[: len(taken)]  # what a step writes meanwhile (appended) stays for the next flush
+        if taken:
+            emit(Event(request.run_id, LOG, time.time(), request.attempt, step, "".join(taken)))
+
+
+class _Live(NamedTuple):
+    """A run executing now, whose output `flush_live_logs` may send before its step ends."""
+
+    emit: Emit
+    request: RunRequest
+    buffer: list[str]
+    step: list[str]  # the name of the step running now, in a box the run updates
+
+
+_live: dict[str, _Live] = {}  # run id -> the run, while it executes (executors that report logs live)
+
+
+def flush_live_logs() -> None:
+    """Send what running steps wrote so far as LOG events, so their logs read live (called by an
+    executor's flusher thread; the run's own thread sends the rest when its step ends)."""
+    for live in list(_live.values()):
+        if live.buffer and live.step:
+            _flush_log(live.emit, live.request, live.step[0], live.buffer)
 
 
 _PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -156,14 +181,17 @@ def _error_text(error: BaseException) -> str:
     return "".join(traceback.format_exception(type(error), error, frames or error.__traceback__))
 
 
-def execute_run(job: Job, request: RunRequest, emit: Emit, canceled: CancelFlag | threading.Event) -> str:
+def execute_run(
+    job: Job, request: RunRequest, emit: Emit, canceled: CancelFlag | threading.Event, live: bool = False
+) -> str:
     """Execute every step of `job` for one partition; emit run, step and log events; return the
     run's final status.
 
     Whatever a step raises (BaseException included: KeyboardInterrupt, SystemExit, CancelledError)
     fails that step, never the worker. A cancel stops the run before its next step (or where a
     step calls `context.check_canceled()`); a run whose steps all completed is SUCCESS even if the
-    cancel came while its last step ran, since its work was done.
+    cancel came while its last step ran, since its work was done. With `live`, its output can be
+    sent while a step runs (see flush_live_logs).
     """
     run_id, attempt, now = request.run_id, request.attempt, time.time
     emit(Event(run_id, RunStatus.STARTED, now(), attempt))
@@ -176,6 +204,9 @@ def execute_run(job: Job, request: RunRequest, emit: Emit, canceled: CancelFlag 
     stopped_at: str | None = None  # the step at which a cancel stopped the run
     buffer: list[str] = []
     _capture.buffer = buffer
+    running_step: list[str] = []
+    if live:
+        _live[run_id] = _Live(emit, request, buffer, running_step)
     try:
         for step in job.steps:
             if failed is not None:
@@ -190,6 +221,7 @@ def execute_run(job: Job, request: RunRequest, emit: Emit, canceled: CancelFlag 
                 emit(Event(run_id, StepStatus.CANCELED, time.time(), attempt, step.name, "canceled before it started"))
                 continue
             step_attempt = 1
+            running_step[:] = [step.name]
             while True:
                 emit(Event(run_id, StepStatus.RUNNING, now(), attempt, step.name, None, step_attempt))
                 try:
@@ -216,6 +248,7 @@ def execute_run(job: Job, request: RunRequest, emit: Emit, canceled: CancelFlag 
                 break
     finally:
         _capture.buffer = None
+        _live.pop(run_id, None)
     if failed is not None:
         status, message = RunStatus.FAILURE, f"step {failed!r} failed:\n{error_text}"
     elif stopped_at is not None:

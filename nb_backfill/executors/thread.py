@@ -7,7 +7,9 @@ from collections import deque
 
 from ..errors import InvalidOptionError
 from ..jobs import Job
-from .run import CancelFlag, Emit, RunRequest, execute_run, install_capture, internal_failure
+from .run import CancelFlag, Emit, RunRequest, execute_run, flush_live_logs, install_capture, internal_failure
+
+LOG_FLUSH = 0.5  # seconds between sends of what running steps wrote so far
 
 
 class ThreadExecutor:
@@ -24,11 +26,13 @@ class ThreadExecutor:
         self._lock = threading.Condition()
         self._stopping = False
         self._threads: list[threading.Thread] = []
+        self._stopped = threading.Event()
         try:
             for i in range(max_workers):
                 thread = threading.Thread(target=self._work, name=f"nb_backfill-thread-{i}", daemon=True)
                 thread.start()
                 self._threads.append(thread)
+            threading.Thread(target=self._flush_logs, name="nb_backfill-thread-logs", daemon=True).start()
         except RuntimeError as error:  # "can't start new thread": the ones started stop again
             self.shutdown()
             raise InvalidOptionError(
@@ -76,12 +80,18 @@ class ThreadExecutor:
                 job, request = self._queue.popleft()
                 canceled = self._canceled[request.run_id]
             try:
-                execute_run(job, request, self._emit, canceled)
+                execute_run(job, request, self._emit, canceled, live=True)
             except BaseException as error:  # our own machinery failed: the run fails saying so, the thread lives on
                 self._emit(internal_failure(request, error))
             finished = request.run_id
 
+    def _flush_logs(self) -> None:
+        """A long step's output reads live: sent every LOG_FLUSH seconds while it runs."""
+        while not self._stopped.wait(LOG_FLUSH):
+            flush_live_logs()
+
     def shutdown(self) -> None:
+        self._stopped.set()
         with self._lock:
             self._stopping = True
             for event in self._canceled.values():

@@ -24,7 +24,7 @@ class RunStatus(_Status):
     """A run: one partition of one backfill, one attempt at a time."""
 
     QUEUED = "QUEUED"  # waiting for the engine to start it
-    STARTING = "STARTING"  # handed to a worker process that has not begun it
+    STARTING = "STARTING"  # taken by a worker process, not yet begun (its job may be loading)
     STARTED = "STARTED"  # its steps are executing
     SUCCESS = "SUCCESS"  # every step completed
     FAILURE = "FAILURE"  # a step failed, or its worker or owner died

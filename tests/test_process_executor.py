@@ -1,5 +1,6 @@
 """The process executor: runs execute in worker processes, events come back to emit, a dying
-worker fails only its run, cancel and shutdown stop workers.
+worker fails only its run, cancel and shutdown stop workers, and runs lent ahead to a worker come
+back untouched when they must (pause, max_concurrent, cancel, a dead or busy worker).
 
 Steps are defined inside the tests (local functions, lambdas, closures) so that cloudpickle sends
 them by value, as it does for steps defined in a notebook.
@@ -22,8 +23,10 @@ from pathlib import Path
 
 import cloudpickle
 import pytest
+from job_scripts import executed, finish, kill_after, start
 
 import nb_backfill as nbb
+from nb_backfill.engine import Engine
 from nb_backfill.executors.process import ProcessExecutor
 from nb_backfill.executors.run import RunRequest
 from nb_backfill.jobs import Job, job, step
@@ -117,6 +120,36 @@ def worker_pid(pid_file: str) -> int:
     return int(Path(pid_file).read_text())
 
 
+def marking(marks: str, gate: str, slow: str = "p0") -> Callable[..., None]:
+    """A step that appends its partition and worker pid to `marks`; partition `slow` then waits
+    until the file `gate` exists."""
+
+    def step_fn(context) -> None:
+        import os
+        import time
+
+        with open(marks, "a") as f:
+            f.write(f"{context.partition_key} {os.getpid()}\n")
+        while context.partition_key == slow and not os.path.exists(gate):
+            time.sleep(0.01)
+
+    return step_fn
+
+
+def marked(marks: str) -> list[tuple[str, int]]:
+    """(partition, pid) of every execution so far, in order."""
+    if not os.path.exists(marks):
+        return []
+    return [(key, int(pid)) for key, pid in (line.split() for line in Path(marks).read_text().splitlines())]
+
+
+def wait_until(condition: Callable[[], object], timeout: float = TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
 def test_noop_runs_succeed_with_every_event(pool):
     executor, events = pool(2)
 
@@ -159,6 +192,27 @@ def test_lambda_and_closure_steps_pass_outputs(pool):
     for run_id, key in zip(run_ids, ["P1", "P2"]):
         logs = [e for e in events.of(run_id) if e.status == "LOG"]
         assert [(e.step, e.message) for e in logs] == [("report", f"closed-over {key} !\n")]
+
+
+def test_a_long_steps_output_arrives_while_it_runs(pool, tmp_path):
+    executor, events = pool(1)
+    gate = str(tmp_path / "gate")
+
+    def talkative(context):
+        import os
+        import time
+
+        print("begun")
+        while not os.path.exists(gate):
+            time.sleep(0.01)
+        print("ended")
+
+    (run_id,) = submit(executor, one_step(talkative), ["p1"])
+    log = events.wait_for(lambda e: e.run_id == run_id and e.status == "LOG")
+    assert log.message == "begun\n" and not [e for e in events.of(run_id) if e.step is None and e.status in RUN_DONE]
+    Path(gate).touch()
+    assert events.finals([run_id])[run_id].status == "SUCCESS"
+    assert "".join(e.message for e in events.of(run_id) if e.status == "LOG") == "begun\nended\n"
 
 
 def test_prints_stderr_and_logging_become_logs_of_their_run(pool):
@@ -468,6 +522,134 @@ def test_workers_exit_when_the_parent_is_killed(tmp_path):
     while any(alive(pid) for pid in pids):
         assert time.monotonic() < deadline
         time.sleep(0.05)
+
+
+def test_runs_lent_to_a_busy_worker_are_taken_back_and_never_start(pool, tmp_path):
+    executor, events = pool(1)
+    marks, gate = str(tmp_path / "marks"), str(tmp_path / "gate")
+    run_ids = submit(executor, one_step(marking(marks, gate)), ["p0", "p1", "p2", "p3"])
+    events.wait_for(lambda e: e.run_id == run_ids[0] and e.status == "RUNNING")
+    assert set(run_ids[1:]) <= set(executor._lenders)  # lent to the busy worker, not waiting here
+    assert executor.withdraw(run_ids[0]) is False  # begun: it cannot come back
+    assert executor.withdraw(run_ids[1]) is True
+    assert executor.cancel(run_ids[2]) is True
+    Path(gate).touch()
+    finals = events.finals([run_ids[0], run_ids[3]])
+    assert {e.status for e in finals.values()} == {"SUCCESS"}
+    assert events.of(run_ids[1]) == events.of(run_ids[2]) == []
+    assert [key for key, _ in marked(marks)] == ["p0", "p3"]
+
+
+def test_a_killed_worker_fails_only_its_run_and_the_runs_lent_to_it_run_elsewhere(pool, tmp_path):
+    executor, events = pool(1)
+    marks, gate = str(tmp_path / "marks"), str(tmp_path / "gate")
+    run_ids = submit(executor, one_step(marking(marks, gate)), ["p0", "p1", "p2", "p3"])
+    events.wait_for(lambda e: e.run_id == run_ids[0] and e.status == "RUNNING")
+    assert set(run_ids[1:]) <= set(executor._lenders)
+    ((_, pid),) = marked(marks)
+    os.kill(pid, signal.SIGKILL)
+    finals = events.finals(run_ids)
+    assert (finals[run_ids[0]].status, finals[run_ids[0]].message) == (
+        "FAILURE",
+        "worker process died (killed by signal SIGKILL)",
+    )
+    for run_id in run_ids[1:]:  # never begun by the dead worker: each starts once, on its replacement
+        assert [(e.status, e.step) for e in events.of(run_id)] == [
+            ("STARTING", None),
+            ("STARTED", None),
+            ("RUNNING", "main"),
+            ("SUCCESS", "main"),
+            ("SUCCESS", None),
+        ]
+    assert [key for key, p in marked(marks) if p != pid] == ["p1", "p2", "p3"]
+
+
+def test_a_slow_run_does_not_hold_up_the_runs_lent_behind_it(pool, tmp_path):
+    executor, events = pool(2)
+    marks, gate = str(tmp_path / "marks"), str(tmp_path / "gate")
+    run_ids = submit(executor, one_step(marking(marks, gate)), ["p0", "p1", "p2", "p3", "p4"])
+    slow_worker = executor._lenders[run_ids[0]]
+    behind = [r for r in run_ids[1:] if executor._lenders[r] is slow_worker]
+    assert behind  # lent behind the slow run while the workers start
+    events.wait_for(lambda e: e.run_id == run_ids[0] and e.status == "RUNNING")
+    finals = events.finals(run_ids[1:])  # the gate stays shut: the other worker takes them
+    assert {e.status for e in finals.values()} == {"SUCCESS"}
+    assert [e.status for e in events.of(run_ids[0])][-1] == "RUNNING"  # still
+    ((_, slow_pid),) = [(key, pid) for key, pid in marked(marks) if key == "p0"]
+    assert all(pid != slow_pid for key, pid in marked(marks) if key != "p0")
+    Path(gate).touch()
+    assert events.finals(run_ids[:1])[run_ids[0]].status == "SUCCESS"
+
+
+@pytest.mark.parametrize("verb", ["pause", "max_concurrent", "cancel"])
+def test_runs_lent_ahead_come_back_on_pause_max_concurrent_and_cancel(tmp_path, verb):
+    store = nbb.get_instance(tmp_path / "store")
+    marks, gate = str(tmp_path / "marks"), str(tmp_path / "gate")
+    parts = nbb.StaticPartitionsDefinition([f"p{i}" for i in range(6)])
+    a_job = Job("lent", [step(marking(marks, gate), name="main")], parts)
+    concurrency = {"coordinator": "queued", "max_concurrent": 3} if verb == "max_concurrent" else {}
+    bf = nbb.launch_backfill(a_job, all=True, executor="process", max_workers=1, instance=store, **concurrency)
+    wait_until(lambda: marked(marks))  # p0 runs; the runs handed with it are lent to its worker
+    executor = Engine.existing(store)._active[bf.id].executor
+    assert len(executor._lenders) > 1
+    if verb == "cancel":
+        bf.cancel()
+        assert bf.wait(timeout=TIMEOUT) == "CANCELED"
+        assert bf.counts()["CANCELED"] == 6
+        assert [key for key, _ in marked(marks)] == ["p0"]
+        return
+    if verb == "pause":
+        bf.pause()
+    else:
+        bf.set_max_concurrent(1)
+    wait_until(lambda: bf.counts()["STARTED"] == 1 and bf.counts()["QUEUED"] == 5)
+    assert list(executor._lenders) == [bf.runs_df().loc["p0", "run_id"]]  # the others came back
+    Path(gate).touch()
+    if verb == "pause":
+        wait_until(lambda: bf.counts()["SUCCESS"] == 1)
+        time.sleep(0.3)  # time enough for a run wrongly left with the worker to begin
+        assert [key for key, _ in marked(marks)] == ["p0"]
+        bf.resume()
+    assert bf.wait(timeout=TIMEOUT) == "COMPLETED_SUCCESS"
+    assert sorted(key for key, _ in marked(marks)) == [f"p{i}" for i in range(6)]  # each once
+
+
+KILLED_SCRIPT = textwrap.dedent(
+    """
+    import os, sys, time
+    import nb_backfill as nbb
+
+    store, marks, mode = sys.argv[1], sys.argv[2], sys.argv[3]
+
+    @nbb.job(partitions_def=nbb.StaticPartitionsDefinition([f"p{i:03d}" for i in range(40)]))
+    def work(context):
+        with open(os.path.join(marks, f"{mode}-{os.getpid()}.txt"), "a") as f:
+            f.write(context.partition_key + "\\n")
+        time.sleep(0.02)
+
+    if __name__ == "__main__":
+        if mode == "launch":
+            bf = nbb.launch_backfill(work, all=True, executor="process", max_workers=2, instance=store)
+            print(bf.id, flush=True)
+        else:
+            bf = nbb.resume_backfill(sys.argv[4], instance=store)
+        print(bf.wait(timeout=120), flush=True)
+    """
+)
+
+
+def test_kill_9_of_the_launching_process_loses_nothing_recorded(tmp_path):
+    script, store, marks = tmp_path / "job.py", tmp_path / "store", tmp_path / "marks"
+    script.write_text(KILLED_SCRIPT)
+    marks.mkdir()
+    backfill_id = kill_after(start(script, store, marks, "launch"), marks, 12)
+    runs = nbb.get_backfill(backfill_id, instance=store).runs_df()
+    succeeded = set(runs.index[runs["status"] == "SUCCESS"])
+    assert succeeded <= set(executed(marks, "launch"))  # a recorded success really ran
+    resume = finish(script, store, marks, "resume", backfill_id)
+    assert resume.returncode == 0, resume.stderr
+    assert resume.stdout.strip() == "COMPLETED_SUCCESS"
+    assert sorted(executed(marks, "resume")) == sorted(set(runs.index) - succeeded)  # the rest, each once
 
 
 def test_overhead_per_run_is_small():

@@ -21,7 +21,7 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
-from . import chunks, frames
+from . import chunks, frames, results
 from .engine import Engine, OwnedElsewhere, job_missing, running
 from .errors import (
     BackfillStateError,
@@ -413,6 +413,15 @@ class Backfill:
     def steps_df(self) -> pd.DataFrame:
         return frames.steps_df(self._storage, self.id, self.job)
 
+    def results(self, step: str | None = None) -> dict[str, Any]:
+        """{partition: value} of a step (the final one by default) where it succeeded, from the
+        outputs kept (see `keep_outputs`)."""
+        return results.results(self.job, self._storage, self.id, step)
+
+    def results_df(self, step: str | None = None) -> pd.DataFrame:
+        """The DataFrame outputs of a step, concatenated, with a `partition` column."""
+        return results.results_df(self.job, self._storage, self.id, step)
+
     def _definition(self):
         job = self._job or get_job(self.record.job_name)
         return job.partitions_def if job is not None else None
@@ -545,3 +554,20 @@ __all__ = [
     "plan",
     "resume_backfill",
 ]
+
+
+def load_output(job: Job, partition: str, step: str | None = None, *, instance: Storage | str | None = None) -> Any:
+    """The latest kept output of a step (the job's final step by default) for one partition, from
+    whichever backfill last succeeded it."""
+    return results.load_output(job, partition, step, get_instance(instance))
+
+
+def list_outputs(job: Job, *, instance: Storage | str | None = None) -> pd.DataFrame:
+    """The job's kept output files, with their partition, step, run, size and whether each is the latest."""
+    return results.list_outputs(job, get_instance(instance))
+
+
+def prune_outputs(job: Job, keep: str = "latest", *, instance: Storage | str | None = None) -> int:
+    """Delete the job's output files but the latest of each partition and step ("latest") or all
+    ("none"); returns the bytes freed."""
+    return results.prune_outputs(job, get_instance(instance), keep)

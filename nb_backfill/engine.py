@@ -31,6 +31,7 @@ from .executors import Executor, make_executor
 from .executors.run import RunRequest
 from .jobs import Job, RetryPolicy, get_job, run_tags
 from .options import LaunchOptions, positive_int
+from .outputs import OUTPUTS_DIR
 from .policy import PendingRun, Queue, TagLimit, in_flight_groups, pick, priority_of
 from .statuses import (
     BACKFILL_DONE,
@@ -161,6 +162,7 @@ class Engine(OnePerStore):
         self._log_sizes: dict[tuple[str, int], int] = {}
         self._last_poll = self._last_heartbeat = self._last_write = 0.0
         self._command_seq = 0
+        self._outputs = str(storage.home / OUTPUTS_DIR)  # where runs keep their outputs
         self._thread: threading.Thread | None = None
         if threaded:
             self._thread = threading.Thread(target=self._loop, name="nb_backfill-engine", daemon=True)
@@ -485,7 +487,7 @@ class Engine(OnePerStore):
             requests = []
             for run, tags in picked.start:
                 active.in_flight[run.run_id] = (run, tags)
-                requests.append(RunRequest(run.run_id, run.partition, run.attempt, active.id, tags))
+                requests.append(RunRequest(run.run_id, run.partition, run.attempt, active.id, tags, self._outputs))
             if requests:
                 active.executor.submit(active.job, *requests)
 

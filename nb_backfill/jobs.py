@@ -75,6 +75,7 @@ class StepDefinition:
     parameters: tuple[inspect.Parameter, ...] = ()
     positional: tuple[str, ...] = ()  # how a call passes them, set when a Job resolves the step
     keyword: tuple[str, ...] = ()
+    keep_output: bool | None = None  # keep its value (see outputs): None as its job says
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.fn(*args, **kwargs)
@@ -134,9 +135,13 @@ def _signature(fn: Callable[..., Any], what: str) -> inspect.Signature:
 
 
 def step(
-    fn: Callable[..., Any] | None = None, *, name: str | None = None, retries: int | RetryPolicy | None = None
+    fn: Callable[..., Any] | None = None,
+    *,
+    name: str | None = None,
+    retries: int | RetryPolicy | None = None,
+    keep_output: bool | None = None,
 ) -> Any:
-    """Make a function a step; use as `@step` or `@step(name=..., retries=...)`."""
+    """Make a function a step; use as `@step` or `@step(name=..., retries=..., keep_output=...)`."""
 
     def wrap(f: Callable[..., Any]) -> StepDefinition:
         signature = _signature(f, "a step")
@@ -151,9 +156,25 @@ def step(
             any(p.name == CONTEXT for p in params),
             retry_policy(retries),
             params,
+            keep_output=_keep_flag(keep_output, f"step {step_name!r} keep_output"),
         )
 
     return wrap if fn is None else wrap(fn)
+
+
+def _keep_flag(value: Any, what: str) -> bool | None:
+    if value is not None and not isinstance(value, bool):
+        raise DefinitionError(f"{what} must be True, False or None (keep when it can), got {value!r}")
+    return value
+
+
+def _check_io(io: Any, job_name: str) -> Any:
+    """A job's output IO: an object with save(context, value) and load(context), or None."""
+    if io is not None and not (callable(getattr(io, "save", None)) and callable(getattr(io, "load", None))):
+        raise DefinitionError(
+            f"job {job_name!r}: io must have save(context, value) and load(context) methods, got {io!r}"
+        )
+    return io
 
 
 def _topological_order(steps: Sequence[StepDefinition], job_name: str) -> tuple[StepDefinition, ...]:
@@ -189,7 +210,11 @@ class Job:
         tags: Mapping[str, str] | None = None,
         retries: int | RetryPolicy | None = 0,
         description: str | None = None,
+        keep_outputs: bool | None = None,
+        io: Any = None,
     ):
+        """`keep_outputs`: keep each step's value (None: when it can be, see outputs; a step's
+        `keep_output` wins); `io`: where values are kept, if not in files beside the store."""
         if not isinstance(name, str) or not name.strip():
             raise DefinitionError(f"a job needs a non-empty name, got {name!r}")
         if not isinstance(partitions_def, PartitionsDefinition):
@@ -211,6 +236,8 @@ class Job:
         self.tags = check_tags(tags, f"job {name!r} tags")
         self.retry = retry_policy(retries)
         self.description = description
+        self.keep_outputs = _keep_flag(keep_outputs, f"job {name!r} keep_outputs")
+        self.io = _check_io(io, name)
         _JOBS[name] = self
 
     @property
@@ -281,12 +308,23 @@ def job(
     name: str | None = None,
     tags: Mapping[str, str] | None = None,
     retries: int | RetryPolicy | None = 0,
+    keep_outputs: bool | None = None,
+    io: Any = None,
 ) -> Any:
     """Make a function taking `context` a one-step partitioned job: `@job(partitions_def=daily)`."""
 
     def wrap(f: Callable[..., Any]) -> Job:
         single = step(f, name=name if getattr(f, "__name__", "") == "<lambda>" else None)
-        return Job(name or single.name, [single], partitions_def, tags=tags, retries=retries, description=f.__doc__)
+        return Job(
+            name or single.name,
+            [single],
+            partitions_def,
+            tags=tags,
+            retries=retries,
+            description=f.__doc__,
+            keep_outputs=keep_outputs,
+            io=io,
+        )
 
     return wrap if fn is None else wrap(fn)
 

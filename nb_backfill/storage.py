@@ -1061,6 +1061,31 @@ class Storage:
             )
         return rows
 
+    def partitions_of(self, run_ids: Sequence[str]) -> dict[str, str]:
+        """run_id -> partition of these runs (those that exist)."""
+        found: dict[str, str] = {}
+        for chunk in _chunks(list(run_ids)):
+            found.update(
+                self.query(f"SELECT run_id, partition FROM runs WHERE run_id IN ({_marks(len(chunk))})", chunk)
+            )
+        return found
+
+    def succeeded_steps(
+        self, job_name: str, backfill_id: str | None = None, partition: str | None = None
+    ) -> list[tuple[str, str, str, int, float]]:
+        """(partition, step, run_id, attempt, end_time) of the steps that succeeded in the
+        current attempt of a job's runs (of one backfill, of one partition), oldest first."""
+        where, params = ["runs.job_name = ?", "steps.status = 'SUCCESS'"], [job_name]
+        for column, value in (("backfill_id", backfill_id), ("partition", partition)):
+            if value is not None:
+                where.append(f"runs.{column} = ?")
+                params.append(value)
+        return self.query(
+            "SELECT runs.partition, steps.step, runs.run_id, runs.attempt, steps.end_time FROM runs "
+            f"JOIN steps USING (run_id) WHERE {' AND '.join(where)} ORDER BY steps.end_time",
+            params,
+        )
+
     # --- commands: control asked from another process, carried out by the owner's engine
     def post_command(self, backfill_id: str, owner: str, verb: str, arg: Any = None) -> int:
         """Ask `owner`, the process running the backfill, to carry out `verb`; returns the command's id."""

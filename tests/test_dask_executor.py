@@ -103,6 +103,8 @@ def test_a_multi_step_backfill_with_a_failure_and_a_retry(cluster, store, tmp_pa
     steps = bf.steps_df()
     assert steps.loc["c", "transform"] == "FAILURE" and steps.loc["c", "load"] == "SKIPPED"
     assert "transformed a" in bf.logs("a")
+    assert bf.results(step="extract") == {"a": "a", "b": "b", "c": "c"}  # kept by the workers
+    assert bf.results() == {"a": "A", "b": "B"}
     assert len(_marks(tmp_path, "a")) == 1 and len(_marks(tmp_path, "b")) == 2
     assert bf.record.options["dask_address"] == cluster
 

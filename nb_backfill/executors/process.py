@@ -105,6 +105,7 @@ class _Worker:
             request.attempt,
             request.backfill_id,
             dict(request.tags),
+            request.outputs,
         )
 
     def end(self, run_id: str) -> None:

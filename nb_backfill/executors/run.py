@@ -18,7 +18,8 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import NamedTuple
 
-from ..jobs import Job, RunCanceled, RunContext
+from ..jobs import Job, RunCanceled, RunContext, StepDefinition
+from ..outputs import OutputContext, keep
 from ..statuses import LOG, Event, RunStatus, StepStatus
 
 Emit = Callable[[Event], None]
@@ -56,6 +57,7 @@ class RunRequest(NamedTuple):
     attempt: int = 1
     backfill_id: str | None = None
     tags: Mapping[str, str] = MappingProxyType({})
+    outputs: str | None = None  # the folder of kept outputs (the store's), None to keep none in files
 
 
 class _Capture(threading.local):
@@ -225,7 +227,9 @@ def execute_run(
             while True:
                 emit(Event(run_id, StepStatus.RUNNING, now(), attempt, step.name, None, step_attempt))
                 try:
-                    outputs[step.name] = step.call(outputs, context)
+                    outputs[step.name] = value = step.call(outputs, context)
+                    if value is not None or step.keep_output or job.keep_outputs:
+                        _keep(job, step, request, value, buffer)
                 except RunCanceled:
                     _flush_log(emit, request, step.name, buffer)
                     emit(Event(run_id, StepStatus.CANCELED, time.time(), attempt, step.name, CHECKED, step_attempt))
@@ -257,6 +261,17 @@ def execute_run(
         status, message = RunStatus.SUCCESS, None
     emit(Event(run_id, status, now(), attempt, None, message))
     return status
+
+
+def _keep(job: Job, step: StepDefinition, request: RunRequest, value: object, buffer: list[str]) -> None:
+    """Keep a step's value as its job asks (a note in the run's log when one kept by default is not)."""
+    insist = step.keep_output if step.keep_output is not None else job.keep_outputs
+    if insist is False or (job.io is None and request.outputs is None):
+        return
+    where = OutputContext(job.name, step.name, request.partition_key, request.run_id, request.attempt, request.outputs)
+    note = keep(job.io, bool(insist), where, value)
+    if note:
+        buffer.append(note)
 
 
 def internal_failure(request: RunRequest, error: BaseException) -> Event:

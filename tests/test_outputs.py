@@ -1,0 +1,200 @@
+"""Kept outputs with real files beside the store: results back as data, the latest output of a
+partition, listing and pruning, values that cannot be kept, a custom io, and a killed writer."""
+
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import nb_backfill as nbb
+from nb_backfill import outputs
+from nb_backfill.errors import DefinitionError, InvalidOptionError, UnknownPartitionError
+
+KEYS = nbb.StaticPartitionsDefinition(["a", "b", "c"])
+
+
+@pytest.fixture
+def store(tmp_path):
+    return nbb.get_instance(tmp_path / "store")
+
+
+def etl(name: str = "etl", fail: str | None = None, **options) -> nbb.Job:
+    @nbb.step
+    def extract(context):
+        return {"key": context.partition_key, "attempt": context.attempt}
+
+    @nbb.step
+    def transform(context, extract):
+        if extract["key"] == fail:
+            raise ValueError(f"bad {fail}")
+        return pd.DataFrame({"n": [1, 2, 3], "key": extract["key"]})
+
+    @nbb.step
+    def report(transform):
+        print("rows", len(transform))  # returns None: nothing to keep
+
+    return nbb.Job(name, [extract, transform, report], KEYS, **options)
+
+
+def test_results_come_back_as_data_per_partition_and_step(store):
+    job = etl(fail="c")
+    bf = nbb.launch_backfill(job, all=True, instance=store)
+    assert bf.wait(timeout=30) == "COMPLETED_FAILED"
+    assert bf.results(step="extract") == {k: {"key": k, "attempt": 1} for k in "abc"}
+    frame = bf.results_df(step="transform")
+    assert list(frame.columns) == ["partition", "n", "key"] and list(frame["partition"]) == ["a"] * 3 + ["b"] * 3
+    assert set(bf.results(step="transform")) == {"a", "b"}  # c's transform failed: nothing of it
+    with pytest.raises(InvalidOptionError, match=r"output was not kept .*None"):
+        bf.results()  # the final step returned None
+    with pytest.raises(InvalidOptionError, match="no step 'transfrom'; did you mean 'transform'"):
+        bf.results(step="transfrom")
+
+
+def test_the_latest_output_of_a_partition_across_backfills_and_pruning_the_rest(store):
+    job = etl()
+    first = nbb.launch_backfill(job, all=True, instance=store)
+    first.wait(timeout=30)
+    second = nbb.launch_backfill(job, partitions=["a"], instance=store)
+    second.wait(timeout=30)
+    assert nbb.load_output(job, "a", step="extract", instance=store) == {"key": "a", "attempt": 1}
+    listing = nbb.list_outputs(job, instance=store)
+    assert len(listing) == 8 and (listing["bytes"] > 0).all()  # 4 runs x 2 steps that returned values
+    latest = listing[listing["latest"]]
+    assert set(latest[latest["partition"] == "a"]["run_id"]) == {second.run("a").run_id}
+    freed = nbb.prune_outputs(job, instance=store)
+    assert freed == listing[~listing["latest"]]["bytes"].sum() > 0
+    assert len(nbb.list_outputs(job, instance=store)) == 6
+    assert nbb.load_output(job, "b", step="transform", instance=store)["key"].tolist() == ["b"] * 3
+    nbb.prune_outputs(job, keep="none", instance=store)
+    assert nbb.list_outputs(job, instance=store).empty
+    with pytest.raises(InvalidOptionError, match="keep must be one of 'latest', 'none', got 'all'"):
+        nbb.prune_outputs(job, keep="all", instance=store)
+
+
+def test_load_output_names_what_is_missing(store):
+    job = etl(name="unrun")
+    with pytest.raises(
+        UnknownPartitionError, match="no run of job 'unrun' has succeeded step 'report' for partition 'a'"
+    ):
+        nbb.load_output(job, "a", instance=store)
+
+
+def test_a_value_that_cannot_be_kept_is_noted_by_default_and_fails_the_step_when_insisted(store, monkeypatch):
+    lock = threading.Lock()
+
+    @nbb.job(partitions_def=KEYS, name="unpicklable")
+    def unpicklable(context):
+        return lock
+
+    bf = nbb.launch_backfill(unpicklable, partitions=["a"], instance=store)
+    assert bf.wait(timeout=30) == "COMPLETED_SUCCESS"
+    assert "did not keep the output of step 'unpicklable': it cannot be pickled" in bf.logs("a")
+
+    monkeypatch.setattr(outputs, "KEEP_LIMIT", 10)
+
+    @nbb.job(partitions_def=KEYS, name="large")
+    def large(context):
+        return "x" * 100
+
+    bf = nbb.launch_backfill(large, partitions=["a"], instance=store)
+    assert bf.wait(timeout=30) == "COMPLETED_SUCCESS"
+    assert "more than the 10 kept by default" in bf.logs("a")
+
+    @nbb.job(partitions_def=KEYS, name="insisted", keep_outputs=True)
+    def insisted(context):
+        return lock
+
+    bf = nbb.launch_backfill(insisted, partitions=["a"], instance=store)
+    assert bf.wait(timeout=30) == "COMPLETED_FAILED"
+    assert "the output of step 'insisted' could not be kept: it cannot be pickled" in bf.error("a")
+
+
+def test_keep_outputs_false_keeps_nothing_and_a_step_may_say_otherwise(store):
+    @nbb.step(keep_output=True)
+    def kept(context):
+        return 1
+
+    @nbb.step
+    def dropped(kept):
+        return 2
+
+    job = nbb.Job("mixed", [kept, dropped], KEYS, keep_outputs=False)
+    bf = nbb.launch_backfill(job, all=True, instance=store)
+    bf.wait(timeout=30)
+    assert bf.results(step="kept") == {"a": 1, "b": 1, "c": 1}
+    assert set(nbb.list_outputs(job, instance=store)["step"]) == {"kept"}
+
+
+def test_a_custom_io_keeps_them_where_it_likes(store):
+    class DictIO:
+        def __init__(self):
+            self.kept = {}
+
+        def save(self, context, value):
+            self.kept[(context.partition_key, context.step, context.attempt)] = value
+
+        def load(self, context):
+            return self.kept[(context.partition_key, context.step, context.attempt)]
+
+    io = DictIO()
+
+    @nbb.job(partitions_def=KEYS, name="custom", io=io)
+    def custom(context):
+        return context.partition_key.upper()
+
+    bf = nbb.launch_backfill(custom, all=True, instance=store)
+    bf.wait(timeout=30)
+    assert io.kept == {("a", "custom", 1): "A", ("b", "custom", 1): "B", ("c", "custom", 1): "C"}
+    assert bf.results() == {"a": "A", "b": "B", "c": "C"}
+    assert not (store.home / "outputs").exists()
+    with pytest.raises(InvalidOptionError, match="keeps its outputs with its own io="):
+        nbb.list_outputs(custom, instance=store)
+
+
+def test_bad_definitions_are_refused():
+    def one(context):
+        return 1
+
+    with pytest.raises(DefinitionError, match=r"keep_outputs must be True, False or None .*got 'yes'"):
+        nbb.Job("bad", [one], KEYS, keep_outputs="yes")
+    with pytest.raises(DefinitionError, match=r"io must have save\(context, value\) and load\(context\)"):
+        nbb.Job("bad", [one], KEYS, io=object())
+    with pytest.raises(DefinitionError, match="step 'one' keep_output must be True, False or None"):
+        nbb.step(one, keep_output=1)
+
+
+def test_a_writer_killed_mid_write_leaves_no_output_to_read(tmp_path):
+    target = tmp_path / "out.pkl"
+    script = (
+        "import os, sys\n"
+        "from pathlib import Path\n"
+        "from nb_backfill.outputs import _write\n"
+        "def half(path):\n"
+        "    Path(path).write_bytes(b'half a value')\n"
+        "    os.kill(os.getpid(), 9)\n"
+        "_write(Path(sys.argv[1]), half)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script, str(target)], capture_output=True)
+    assert result.returncode == -9
+    assert not target.exists()  # a load never sees half a value
+    (left,) = tmp_path.glob(".writing-*")
+    os.utime(left, (0, 0))
+    assert outputs.remove_stale_temporaries(tmp_path.parent, tmp_path.name) == 0  # not a job folder
+    job_root = tmp_path / "root"
+    (job_root / "job" / "step").mkdir(parents=True)
+    moved = job_root / "job" / "step" / left.name
+    left.rename(moved)
+    os.utime(moved, (0, 0))
+    assert outputs.remove_stale_temporaries(job_root, "job") == 1 and not moved.exists()
+
+
+def test_outputs_are_kept_by_worker_processes_too(store):
+    job = etl(name="in_processes")
+    bf = nbb.launch_backfill(job, all=True, executor="process", max_workers=2, instance=store)
+    assert bf.wait(timeout=60) == "COMPLETED_SUCCESS"
+    assert bf.results(step="extract")["b"] == {"key": "b", "attempt": 1}
+    assert Path(nbb.list_outputs(job, instance=store)["path"][0]).is_relative_to(store.home / "outputs")

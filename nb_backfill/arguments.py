@@ -140,6 +140,11 @@ def add_backfill_commands(commands: argparse._SubParsersAction) -> None:
         ("retry", "run a backfill's failed partitions again"),
     ):
         commands.add_parser(name, help=text).add_argument("id", metavar="ID", help="the backfill")
+    commands.choices["retry"].add_argument(
+        "--from-failure",
+        action="store_true",
+        help="rerun only each failed step and the steps after it, reusing the kept outputs of the others",
+    )
     for parser in commands.choices.values():
         add_store_argument(parser)
 

@@ -392,10 +392,11 @@ class Backfill:
         control(self._storage, self.id, "resume", job=self._job)
         return self
 
-    def retry_failed(self) -> Backfill:
+    def retry_failed(self, from_failure: bool = False) -> Backfill:
         """Run the FAILURE partitions (interrupted ones included) again as their next attempt;
-        BackfillStateError if none failed."""
-        control(self._storage, self.id, "retry", job=self._job)
+        BackfillStateError if none failed. With `from_failure`, each reruns only its failed step
+        and the steps after it, reusing the kept outputs of the steps that succeeded (REUSED)."""
+        control(self._storage, self.id, "retry", from_failure or None, job=self._job)
         return self
 
     def set_max_concurrent(self, n: int) -> str:

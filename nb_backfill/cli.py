@@ -438,7 +438,7 @@ def backfill_resume(args: argparse.Namespace, terminal: Terminal) -> int:
 
 def backfill_retry(args: argparse.Namespace, terminal: Terminal) -> int:
     """`backfill retry ID`: run the failed partitions again, and follow it."""
-    bf = get_backfill(args.id, job=_job_of(args), instance=home_of(args)).retry_failed()
+    bf = get_backfill(args.id, job=_job_of(args), instance=home_of(args)).retry_failed(args.from_failure)
     return follow(bf, terminal, resume_command(args, bf.id))
 
 

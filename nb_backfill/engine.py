@@ -37,6 +37,7 @@ from .statuses import (
     BACKFILL_DONE,
     LOG,
     RUN_DONE,
+    STEP_SUCCEEDED,
     BackfillStatus,
     Event,
     RunStatus,
@@ -487,7 +488,9 @@ class Engine(OnePerStore):
             requests = []
             for run, tags in picked.start:
                 active.in_flight[run.run_id] = (run, tags)
-                requests.append(RunRequest(run.run_id, run.partition, run.attempt, active.id, tags, self._outputs))
+                requests.append(
+                    RunRequest(run.run_id, run.partition, run.attempt, active.id, tags, self._outputs, run.reuse)
+                )
             if requests:
                 active.executor.submit(active.job, *requests)
 
@@ -561,7 +564,17 @@ class Engine(OnePerStore):
         self._set_status(active, BackfillStatus.REQUESTED)
         return f"resumed backfill {active.id}"
 
-    def _retry(self, active: ActiveBackfill, _: Any) -> str:
+    def _reusable(self, run_ids: Sequence[str], from_failure: bool) -> dict[str, tuple[str, ...]]:
+        """run_id -> the steps that succeeded in its current attempt, whose outputs its next attempt
+        may reuse (retry from failure); read before the retry clears its steps."""
+        reusable: dict[str, list[str]] = {}
+        if from_failure:
+            for run_id, step, status, *_ in self.storage.step_rows_of(run_ids):
+                if status in STEP_SUCCEEDED:
+                    reusable.setdefault(run_id, []).append(step)
+        return {run_id: tuple(steps) for run_id, steps in reusable.items()}
+
+    def _retry(self, active: ActiveBackfill, from_failure: Any) -> str:
         if active.status == BackfillStatus.CANCELING:
             raise BackfillStateError(f"backfill {active.id!r} is canceling: retry it once it is CANCELED")
         failed = [
@@ -571,11 +584,14 @@ class Engine(OnePerStore):
         ]
         if not failed:
             raise BackfillStateError(nothing_to_retry(active.id, self.storage.run_counts(active.id)))
+        reuse = self._reusable([r.run_id for r in failed], bool(from_failure))
         now = time.time()
         self._unwritten += [Event(r.run_id, RunStatus.QUEUED, now, r.attempt + 1) for r in failed]
-        active.pending.extend(PendingRun(r.run_id, r.partition, r.attempt + 1) for r in failed)
+        active.pending.extend(
+            PendingRun(r.run_id, r.partition, r.attempt + 1, reuse=reuse.get(r.run_id, ())) for r in failed
+        )
         self._events.put(_WAKE)
-        return f"retrying {len(failed)} failed runs of backfill {active.id}"
+        return f"retrying {len(failed)} failed runs of backfill {active.id}{_from_failure(reuse)}"
 
     def _max_concurrent(self, active: ActiveBackfill, value: Any) -> str:
         value = positive_int("max_concurrent", value, allow_none=False)
@@ -654,7 +670,12 @@ class Engine(OnePerStore):
                 return f"paused backfill {backfill_id}{stopped}; resume it to go on"
             assert job is not None
             return (
-                self._restart(self.storage.get_backfill(backfill_id) or record, job, retry_only=verb == "retry")
+                self._restart(
+                    self.storage.get_backfill(backfill_id) or record,
+                    job,
+                    retry_only=verb == "retry",
+                    from_failure=verb == "retry" and bool(arg),
+                )
                 + stopped
             )
         finally:
@@ -671,9 +692,10 @@ class Engine(OnePerStore):
         self.storage.set_backfill_status(backfill_id, BackfillStatus.CANCELED)
         return len(queued)
 
-    def _restart(self, record: BackfillRecord, job: Job, retry_only: bool) -> str:
-        """Run a stopped backfill again here: its failed runs (retry), or every run not yet
-        SUCCESS (resume), each as its next attempt; runs that never started keep their attempt."""
+    def _restart(self, record: BackfillRecord, job: Job, retry_only: bool, from_failure: bool = False) -> str:
+        """Run a stopped backfill again here: its failed runs (retry, reusing the outputs of the
+        steps that succeeded with `from_failure`), or every run not yet SUCCESS (resume), each as
+        its next attempt; runs that never started keep their attempt."""
         runs = self.storage.runs(record.id)
         queued = [r for r in runs if r.status == RunStatus.QUEUED]
         if record.unwritten:  # the rest of its runs are written as it runs: from the same keys, checked now
@@ -701,17 +723,24 @@ class Engine(OnePerStore):
             self.emit,
             **options.executor_settings(),
         )
+        reuse = self._reusable([r.run_id for r in again], from_failure)
         now = time.time()
         self.storage.write_batch([Event(r.run_id, RunStatus.QUEUED, now, r.attempt + 1) for r in again])
         self.storage.set_backfill_status(record.id, BackfillStatus.REQUESTED)
         requeued = {r.run_id for r in again}
         pending = [
-            PendingRun(r.run_id, r.partition, r.attempt + 1 if r.run_id in requeued else r.attempt)
+            PendingRun(r.run_id, r.partition, r.attempt + 1, reuse=reuse.get(r.run_id, ()))
+            if r.run_id in requeued
+            else PendingRun(r.run_id, r.partition, r.attempt)
             for r in runs
             if r.run_id in requeued or r.status == RunStatus.QUEUED
         ]
         self._adopt(running(self.storage.get_backfill(record.id) or record, job, options, pending, executor))
-        what = f"{len(again)} failed runs" if retry_only else f"{len(pending)} runs not yet successful"
+        what = (
+            f"{len(again)} failed runs{_from_failure(reuse)}"
+            if retry_only
+            else f"{len(pending)} runs not yet successful"
+        )
         return f"{'retrying' if retry_only else 'resumed'} backfill {record.id}: {what}"
 
     def _answer_commands(self) -> None:
@@ -727,6 +756,11 @@ class Engine(OnePerStore):
             except Exception as problem:  # the asker shows it
                 result, error = None, str(problem)
             self.storage.finish_command(command.id, result, error)
+
+
+def _from_failure(reuse: Mapping[str, tuple[str, ...]]) -> str:
+    """How a retry from failure is said: how many runs reuse outputs of steps that succeeded."""
+    return f" from failure ({len(reuse)} reuse the outputs of steps that succeeded)" if reuse else ""
 
 
 def nothing_to_retry(backfill_id: str, counts: Mapping[str, int]) -> str:

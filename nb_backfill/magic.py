@@ -85,7 +85,7 @@ COMMANDS = {
     "status": lambda args: display(backfill_or_latest(args.id, home_of(args))),
     "cancel": lambda args: print(cancel(args.id, home_of(args))),
     "resume": lambda args: display(resume_backfill(args.id, instance=home_of(args))),
-    "retry": lambda args: display(get_backfill(args.id, instance=home_of(args)).retry_failed()),
+    "retry": lambda args: display(get_backfill(args.id, instance=home_of(args)).retry_failed(args.from_failure)),
 }
 
 

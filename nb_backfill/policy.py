@@ -47,6 +47,7 @@ class PendingRun(NamedTuple):
     partition: str
     attempt: int
     not_before: float | None = None
+    reuse: tuple[str, ...] = ()  # steps whose outputs of the attempt before it may reuse (retry from failure)
 
 
 @dataclass(frozen=True)

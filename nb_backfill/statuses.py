@@ -72,12 +72,17 @@ class StepStatus(_Status):
     FAILURE = "FAILURE"  # may run again within its run when the step has retries
     SKIPPED = "SKIPPED"  # an upstream step failed
     CANCELED = "CANCELED"  # the run was canceled before or while it ran
+    REUSED = "REUSED"  # not run again: a retry from failure took its output from the attempt before
 
 
-STEP_DONE = frozenset({StepStatus.SUCCESS, StepStatus.FAILURE, StepStatus.SKIPPED, StepStatus.CANCELED})
+STEP_DONE = frozenset(
+    {StepStatus.SUCCESS, StepStatus.FAILURE, StepStatus.SKIPPED, StepStatus.CANCELED, StepStatus.REUSED}
+)
+# Done with an output the steps after it can use.
+STEP_SUCCEEDED = frozenset({StepStatus.SUCCESS, StepStatus.REUSED})
 
 _STEP_NEXT: dict[str, frozenset[str]] = {
-    StepStatus.PENDING: frozenset({StepStatus.RUNNING, StepStatus.SKIPPED, StepStatus.CANCELED}),
+    StepStatus.PENDING: frozenset({StepStatus.RUNNING, StepStatus.SKIPPED, StepStatus.CANCELED, StepStatus.REUSED}),
     StepStatus.RUNNING: frozenset({StepStatus.SUCCESS, StepStatus.FAILURE, StepStatus.CANCELED}),
     StepStatus.FAILURE: frozenset({StepStatus.RUNNING}),  # a step retry, within the same run attempt
 }
@@ -156,6 +161,7 @@ class Cell(_Status):
     FAILURE = "failure"
     SKIPPED = "skipped"
     CANCELED = "canceled"
+    REUSED = "reused"  # a success taken from the attempt before (retry from failure)
 
 
 CELLS = tuple(Cell)
@@ -168,6 +174,7 @@ CELL_OF_STEP = {
     StepStatus.FAILURE: Cell.FAILURE,
     StepStatus.SKIPPED: Cell.SKIPPED,
     StepStatus.CANCELED: Cell.CANCELED,
+    StepStatus.REUSED: Cell.REUSED,
 }
 CELL_OF_PENDING_STEP = {
     RunStatus.QUEUED: Cell.QUEUED,

@@ -1073,9 +1073,9 @@ class Storage:
     def succeeded_steps(
         self, job_name: str, backfill_id: str | None = None, partition: str | None = None
     ) -> list[tuple[str, str, str, int, float]]:
-        """(partition, step, run_id, attempt, end_time) of the steps that succeeded in the
-        current attempt of a job's runs (of one backfill, of one partition), oldest first."""
-        where, params = ["runs.job_name = ?", "steps.status = 'SUCCESS'"], [job_name]
+        """(partition, step, run_id, attempt, end_time) of the steps that succeeded (or were
+        reused) in the current attempt of a job's runs (of one backfill, of one partition), oldest first."""
+        where, params = ["runs.job_name = ?", "steps.status IN ('SUCCESS', 'REUSED')"], [job_name]
         for column, value in (("backfill_id", backfill_id), ("partition", partition)):
             if value is not None:
                 where.append(f"runs.{column} = ?")

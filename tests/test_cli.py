@@ -41,6 +41,18 @@ JOBS = textwrap.dedent(
     @nbb.job(partitions_def=nbb.StaticPartitionsDefinition(["k" * 300, "short"]))
     def long_keys(context):
         pass
+
+    @nbb.step
+    def first(context):
+        return context.partition_key
+
+    @nbb.step
+    def second(context, first):
+        if first == "bad" and os.path.exists(os.environ.get("FAIL_FLAG", "")):
+            raise RuntimeError("bad partition")
+        return first
+
+    two_steps = nbb.Job("two_steps", [first, second], nbb.StaticPartitionsDefinition(["a", "bad"]))
     """
 )
 
@@ -292,6 +304,21 @@ def test_retry_runs_the_failed_partitions_again(cli):
     assert f"backfill {backfill_id} of job 'flaky': COMPLETED_SUCCESS" in retried.stdout
     runs = nbb.get_backfill(backfill_id, instance=cli.store).runs_df()
     assert runs.loc["bad", "attempt"] == 2
+
+
+def test_retry_from_failure_reuses_the_steps_that_succeeded(cli):
+    cli.fail_flag.touch()
+    assert cli("job", "backfill", "-p", "two_steps", "-f", "jobs.py", "--noprompt").returncode == 1
+    backfill_id = cli.backfills().index[0]
+    cli.fail_flag.unlink()
+    retried = cli("backfill", "retry", backfill_id, "--from-failure", "-f", "jobs.py")
+    assert retried.returncode == 0, retried.stderr
+    bad = nbb.get_backfill(backfill_id, instance=cli.store).run("bad")
+    rows = nbb.get_instance(cli.store).step_rows(backfill_id)
+    assert bad.attempt == 2 and sorted(r[1:3] for r in rows if r[0] == bad.run_id) == [
+        ("first", "REUSED"),
+        ("second", "SUCCESS"),
+    ]
 
 
 def test_list_status_and_runs_in_every_format(cli):

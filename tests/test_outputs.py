@@ -198,3 +198,80 @@ def test_outputs_are_kept_by_worker_processes_too(store):
     assert bf.wait(timeout=60) == "COMPLETED_SUCCESS"
     assert bf.results(step="extract")["b"] == {"key": "b", "attempt": 1}
     assert Path(nbb.list_outputs(job, instance=store)["path"][0]).is_relative_to(store.home / "outputs")
+
+
+def flaky_etl(name: str, marks: Path, broken: Path) -> nbb.Job:
+    """extract -> transform -> load, where transform fails while the file `broken` exists; each
+    step notes in `marks` that it ran (one file a run of a step)."""
+    where, flag = str(marks), str(broken)
+
+    def note(context, step):
+        Path(where, f"{context.partition_key}-{step}-{context.attempt}").touch()
+
+    @nbb.step
+    def extract(context):
+        note(context, "extract")
+        return {"key": context.partition_key}
+
+    @nbb.step
+    def transform(context, extract):
+        note(context, "transform")
+        if os.path.exists(flag) and extract["key"] != "a":
+            raise ValueError("transform is broken")
+        return extract["key"].upper()
+
+    @nbb.step
+    def load(context, transform):
+        note(context, "load")
+        return f"loaded {transform}"
+
+    return nbb.Job(name, [extract, transform, load], KEYS)
+
+
+@pytest.mark.parametrize("executor", ["thread", "process"])
+def test_retry_from_failure_reruns_only_the_failed_step_and_after(store, tmp_path, executor):
+    marks, broken = tmp_path / "marks", tmp_path / "broken"
+    marks.mkdir()
+    broken.touch()
+    job = flaky_etl(f"flaky_{executor}", marks, broken)
+    bf = nbb.launch_backfill(job, all=True, executor=executor, max_workers=2, instance=store)
+    assert bf.wait(timeout=60) == "COMPLETED_FAILED"
+    broken.unlink()  # the bug is fixed
+    bf.retry_failed(from_failure=True)
+    assert bf.wait(timeout=60) == "COMPLETED_SUCCESS"
+    ran = sorted(p.name for p in marks.iterdir())
+    assert [m for m in ran if m.startswith("b-")] == ["b-extract-1", "b-load-2", "b-transform-1", "b-transform-2"]
+    steps = bf.steps_df()
+    assert steps.loc["b", "extract"] == "REUSED" and steps.loc["b", "transform"] == "SUCCESS"
+    assert steps.loc["a", "extract"] == "SUCCESS"  # a never failed: untouched
+    assert bf.results() == {"a": "loaded A", "b": "loaded B", "c": "loaded C"}
+    assert bf.results(step="extract")["b"] == {"key": "b"}  # kept again for attempt 2
+
+
+def test_retry_from_failure_runs_again_a_step_whose_output_was_not_kept(store, tmp_path):
+    marks, broken = tmp_path / "marks", tmp_path / "broken"
+    marks.mkdir()
+    broken.touch()
+    job = flaky_etl("flaky_pruned", marks, broken)
+    bf = nbb.launch_backfill(job, partitions=["b"], instance=store)
+    bf.wait(timeout=30)
+    nbb.prune_outputs(job, keep="none", instance=store)
+    broken.unlink()
+    bf.retry_failed(from_failure=True)
+    assert bf.wait(timeout=30) == "COMPLETED_SUCCESS"
+    assert sorted(p.name for p in marks.iterdir()) == [
+        "b-extract-1",
+        "b-extract-2",
+        "b-load-2",
+        "b-transform-1",
+        "b-transform-2",
+    ]
+    assert "runs step 'extract' again: its output of attempt 1 was not kept" in bf.logs("b")
+
+
+def test_retry_from_failure_with_nothing_failed_says_so(store):
+    job = etl(name="all_good")
+    bf = nbb.launch_backfill(job, all=True, instance=store)
+    bf.wait(timeout=30)
+    with pytest.raises(nbb.BackfillStateError, match="nothing to retry"):
+        bf.retry_failed(from_failure=True)

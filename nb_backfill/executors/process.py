@@ -106,6 +106,7 @@ class _Worker:
             request.backfill_id,
             dict(request.tags),
             request.outputs,
+            request.reuse,
         )
 
     def end(self, run_id: str) -> None:

@@ -19,7 +19,7 @@ from types import MappingProxyType
 from typing import NamedTuple
 
 from ..jobs import Job, RunCanceled, RunContext, StepDefinition
-from ..outputs import OutputContext, keep
+from ..outputs import FILES, OutputContext, keep
 from ..statuses import LOG, Event, RunStatus, StepStatus
 
 Emit = Callable[[Event], None]
@@ -58,6 +58,7 @@ class RunRequest(NamedTuple):
     backfill_id: str | None = None
     tags: Mapping[str, str] = MappingProxyType({})
     outputs: str | None = None  # the folder of kept outputs (the store's), None to keep none in files
+    reuse: tuple[str, ...] = ()  # steps that succeeded in the attempt before: their outputs may be reused
 
 
 class _Capture(threading.local):
@@ -207,6 +208,7 @@ def execute_run(
     buffer: list[str] = []
     _capture.buffer = buffer
     running_step: list[str] = []
+    reused: set[str] = set()  # steps whose outputs came from the attempt before
     if live:
         _live[run_id] = _Live(emit, request, buffer, running_step)
     try:
@@ -222,6 +224,14 @@ def execute_run(
                 stopped_at = stopped_at or step.name
                 emit(Event(run_id, StepStatus.CANCELED, time.time(), attempt, step.name, "canceled before it started"))
                 continue
+            if step.name in request.reuse and reused.issuperset(step.inputs):
+                found = _reuse(job, step, request, buffer)
+                if found is not _NOT_FOUND:
+                    outputs[step.name] = found
+                    reused.add(step.name)
+                    note = f"output of attempt {attempt - 1} reused (retry from failure)"
+                    emit(Event(run_id, StepStatus.REUSED, now(), attempt, step.name, note))
+                    continue
             step_attempt = 1
             running_step[:] = [step.name]
             while True:
@@ -272,6 +282,29 @@ def _keep(job: Job, step: StepDefinition, request: RunRequest, value: object, bu
     note = keep(job.io, bool(insist), where, value)
     if note:
         buffer.append(note)
+
+
+_NOT_FOUND = object()
+
+
+def _reuse(job: Job, step: StepDefinition, request: RunRequest, buffer: list[str]) -> object:
+    """A step's output of the attempt before, kept again as this attempt's, or _NOT_FOUND (then
+    the step runs again: its output was not kept, or cannot be read)."""
+    before = OutputContext(
+        job.name, step.name, request.partition_key, request.run_id, request.attempt - 1, request.outputs
+    )
+    try:
+        value = (job.io or FILES).load(before)
+    except FileNotFoundError:  # not kept (it returned None, or could not be kept) or pruned: run it again
+        buffer.append(
+            f"[nb_backfill runs step {step.name!r} again: its output of attempt {before.attempt} was not kept]\n"
+        )
+        return _NOT_FOUND
+    except Exception as error:  # unreadable: run it again
+        buffer.append(f"[nb_backfill runs step {step.name!r} again: its earlier output cannot be read ({error})]\n")
+        return _NOT_FOUND
+    _keep(job, step, request, value, buffer)
+    return value
 
 
 def internal_failure(request: RunRequest, error: BaseException) -> Event:

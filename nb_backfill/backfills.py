@@ -21,7 +21,7 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
-from . import chunks, frames, results
+from . import chunks, debugging, frames, results
 from .engine import Engine, OwnedElsewhere, job_missing, running
 from .errors import (
     BackfillStateError,
@@ -33,7 +33,7 @@ from .errors import (
 )
 from .executors import make_executor
 from .frames import pd  # pandas, imported when the first frame is built
-from .jobs import Job, RetryPolicy, check_tags, get_job
+from .jobs import Job, RetryPolicy, RunContext, check_tags, get_job
 from .options import LaunchOptions, check_options, positive_int
 from .policy import PendingRun
 from .progress import Progress, Tracker, all_counts
@@ -413,6 +413,18 @@ class Backfill:
 
     def steps_df(self) -> pd.DataFrame:
         return frames.steps_df(self._storage, self.id, self.job)
+
+    def context_for(self, partition: str) -> RunContext:
+        """The context the partition's run had (key, time window, ids, attempt, tags), to call a
+        step by hand: `transform.fn(bf.context_for("2024-03-10"), extracted)`."""
+        return debugging.context_for(self.job, self.record, self.run(partition))
+
+    def debug(self, partition: str, post_mortem: bool = True) -> Any:
+        """Run the failed partition's failing step again in this kernel, with the same context and
+        the kept upstream outputs of its failed attempt; on an error the debugger opens at the
+        failing line (as `%debug` does), then the error is raised. Returns the output if it now
+        succeeds (the bug is fixed: retry_failed(from_failure=True) reruns it for real)."""
+        return debugging.debug(self.job, self._storage, self.record, self.run(partition), post_mortem)
 
     def results(self, step: str | None = None) -> dict[str, Any]:
         """{partition: value} of a step (the final one by default) where it succeeded, from the

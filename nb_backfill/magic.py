@@ -19,6 +19,7 @@ from .arguments import (
     Parser,
     add_backfill_commands,
     add_launch_arguments,
+    add_store_argument,
     backfill_or_latest,
     cancel,
     find_job,
@@ -38,7 +39,7 @@ def magic_parser() -> Parser:
     """The parser of a `%backfill` line: launch flags, `--wait`, and the backfill commands."""
     parser = Parser(
         prog="%backfill",
-        usage="%(prog)s -p JOB [selection] [options]  |  %(prog)s list | status [ID] | cancel ID | resume ID | retry ID",
+        usage="%(prog)s -p JOB [selection] [options]  |  %(prog)s list | status [ID] | cancel ID | resume ID | retry ID | debug ID KEY",
         description=(
             "Launch a backfill of JOB (a job's name or the variable holding it) in this kernel and show it; "
             "returns at once unless --wait. Without a selection, shows the job's partitions to choose from."
@@ -46,7 +47,12 @@ def magic_parser() -> Parser:
     )
     add_launch_arguments(parser)
     parser.add_argument("--wait", action="store_true", help="block until the backfill is done")
-    add_backfill_commands(parser.add_subparsers(dest="command", title="commands", metavar="COMMAND"))
+    commands = parser.add_subparsers(dest="command", title="commands", metavar="COMMAND")
+    add_backfill_commands(commands)
+    debug = commands.add_parser("debug", help="run a failed partition's failing step here, under the debugger")
+    debug.add_argument("id", metavar="ID", help="the backfill")
+    debug.add_argument("key", metavar="KEY", help="the failed partition")
+    add_store_argument(debug)
     return parser
 
 
@@ -86,6 +92,7 @@ COMMANDS = {
     "cancel": lambda args: print(cancel(args.id, home_of(args))),
     "resume": lambda args: display(resume_backfill(args.id, instance=home_of(args))),
     "retry": lambda args: display(get_backfill(args.id, instance=home_of(args)).retry_failed(args.from_failure)),
+    "debug": lambda args: get_backfill(args.id, instance=home_of(args)).debug(args.key),
 }
 
 

@@ -275,3 +275,79 @@ def test_retry_from_failure_with_nothing_failed_says_so(store):
     bf.wait(timeout=30)
     with pytest.raises(nbb.BackfillStateError, match="nothing to retry"):
         bf.retry_failed(from_failure=True)
+
+
+def test_debug_runs_the_failing_step_here_with_its_context_and_upstream_outputs(store, tmp_path):
+    marks, broken = tmp_path / "marks", tmp_path / "broken"
+    marks.mkdir()
+    broken.touch()
+    job = flaky_etl("flaky_debug", marks, broken)
+    bf = nbb.launch_backfill(job, all=True, instance=store)
+    bf.wait(timeout=30)
+    context = bf.context_for("b")
+    assert (context.partition_key, context.attempt, context.backfill_id) == ("b", 1, bf.id)
+    assert context.tags["nb_backfill/partition"] == "b"
+    with pytest.raises(ValueError, match="transform is broken") as caught:
+        bf.debug("b", post_mortem=False)
+    assert caught.traceback[-1].name == "transform"  # raised in the user's step, here
+    broken.unlink()
+    assert bf.debug("b", post_mortem=False) == "B"  # fixed: the step succeeds with the same input
+    with pytest.raises(nbb.BackfillStateError, match=r"partition 'a' did not fail .*SUCCESS.*nothing to debug"):
+        bf.debug("a")
+
+
+def test_debug_says_which_upstream_output_was_not_kept(store, tmp_path):
+    marks, broken = tmp_path / "marks", tmp_path / "broken"
+    marks.mkdir()
+    broken.touch()
+    job = flaky_etl("flaky_unkept", marks, broken)
+    bf = nbb.launch_backfill(job, partitions=["b"], instance=store)
+    bf.wait(timeout=30)
+    nbb.prune_outputs(job, keep="none", instance=store)
+    with pytest.raises(InvalidOptionError, match="takes the output of step 'extract', which was not kept"):
+        bf.debug("b", post_mortem=False)
+
+
+def test_debug_opens_the_debugger_at_the_failing_line(tmp_path):
+    script = tmp_path / "debug_me.py"
+    script.write_text(
+        "import sys\n"
+        "import nb_backfill as nbb\n"
+        "@nbb.step\n"
+        "def extract(context):\n"
+        "    return {'key': context.partition_key}\n"
+        "@nbb.step\n"
+        "def transform(context, extract):\n"
+        "    raise ValueError('transform is broken')\n"
+        "job = nbb.Job('to_debug', [extract, transform], nbb.StaticPartitionsDefinition(['b']))\n"
+        "bf = nbb.launch_backfill(job, all=True, instance=sys.argv[1])\n"
+        "bf.wait(timeout=30)\n"
+        "try:\n"
+        "    bf.debug('b')\n"
+        "except ValueError as error:\n"
+        "    print('raised after the debugger:', error)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "store")],
+        input="p extract\nq\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "raise ValueError('transform is broken')" in result.stdout  # the debugger shows the failing line
+    assert "{'key': 'b'}" in result.stdout  # and the frame's upstream input
+    assert "raised after the debugger: transform is broken" in result.stdout
+
+
+def test_the_magic_debugs_a_partition(store, tmp_path, monkeypatch):
+    from IPython.core.error import UsageError
+    from IPython.core.interactiveshell import InteractiveShell
+
+    job = etl(name="magic_debug")
+    bf = nbb.launch_backfill(job, all=True, instance=store)
+    bf.wait(timeout=30)
+    monkeypatch.setenv("NB_BACKFILL_HOME", str(store.home))
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "nb_backfill")
+    with pytest.raises(UsageError, match="partition 'a' did not fail"):
+        shell.run_line_magic("backfill", f"debug {bf.id} a")

@@ -25,7 +25,7 @@ from .storage import get_instance
 if TYPE_CHECKING:
     import pandas as pd
 
-SELECTION_FLAGS = ("partitions", "from_", "to", "all", "missing", "failed")
+SELECTION_FLAGS = ("partitions", "from_", "to", "all", "missing", "failed", "stale")
 _API_DEFAULTS = {name: p.default for name, p in inspect.signature(launch_backfill).parameters.items()}
 
 
@@ -81,7 +81,7 @@ def add_launch_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-p", "-j", "--job", dest="job", metavar="JOB", help="the job's name (in a notebook, also its variable)"
     )
-    selection = parser.add_argument_group("selection (choose one; --missing and --failed may narrow it)")
+    selection = parser.add_argument_group("selection (choose one; --missing, --failed or --stale may narrow it)")
     selection.add_argument(
         "--partitions",
         metavar="KEYS",
@@ -94,6 +94,9 @@ def add_launch_arguments(parser: argparse.ArgumentParser) -> None:
         "--missing", action="store_true", help="only partitions never run or whose latest run failed"
     )
     selection.add_argument("--failed", action="store_true", help="only partitions whose latest run failed")
+    selection.add_argument(
+        "--stale", action="store_true", help="only partitions that succeeded with older code (rerun what changed)"
+    )
     running = parser.add_argument_group("running")
     running.add_argument(
         "--tags",
@@ -165,6 +168,7 @@ def choice_of(args: argparse.Namespace, *, all_by_default: bool) -> Choice:
         args.all or (all_by_default and no_list_or_range),
         args.missing,
         args.failed,
+        args.stale,
     )
 
 

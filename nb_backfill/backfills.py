@@ -62,6 +62,7 @@ _REASONS = {
     PartitionStatus.FAILURE: "failed",
     PartitionStatus.SUCCESS: "already succeeded",
     PartitionStatus.IN_PROGRESS: "in flight",
+    PartitionStatus.STALE: "stale: succeeded with older code",
 }
 
 
@@ -74,22 +75,39 @@ def _launches(choice: Choice, status: PartitionStatus) -> bool:
     """Whether a launch of `choice` runs a partition whose latest status is `status`."""
     if choice.failed:
         return status == PartitionStatus.FAILURE
+    if choice.stale:
+        return status == PartitionStatus.STALE
     if choice.missing:
         return status in (PartitionStatus.MISSING, PartitionStatus.FAILURE)
     return True
 
 
+def unchanged_steps(
+    job: Job, partitions: Sequence[str], storage: Storage
+) -> dict[str, tuple[tuple[str, str, int], ...]]:
+    """partition -> (step, run_id, attempt) of the steps whose code is unchanged since the
+    partition's latest success: a stale partition reruns only the others (and what follows them)."""
+    latest = storage.latest_successes(job.name, partitions)
+    known = storage.code_versions(sorted({code for _, _, code in latest.values() if code}))
+    now = job.code_versions()
+    reuse = {}
+    for partition, (run_id, attempt, code) in latest.items():
+        then = known.get(code or "", {})
+        reuse[partition] = tuple((s, run_id, attempt) for s, v in now.items() if then.get(s) == v)
+    return reuse
+
+
 def chosen_keys(job: Job, choice: Choice, keys: list[str], storage: Storage) -> list[str]:
     """The keys a launch of `choice` runs, in definition order: all of them unless it asks for only
-    the missing or failed ones (only then are the partitions' statuses read)."""
-    if not (choice.missing or choice.failed):
+    the missing, failed or stale ones (only then are the partitions' statuses read)."""
+    if not choice.narrows:
         return keys
-    latest = frames.latest_statuses(storage, job.name)
+    latest = frames.latest_statuses(storage, job)
     return [k for k in keys if _launches(choice, latest.get(k, PartitionStatus.MISSING))]
 
 
 def _plan(job: Job, choice: Choice, keys: list[str], storage: Storage) -> pd.DataFrame:
-    statuses = frames.latest_statuses(storage, job.name)
+    statuses = frames.latest_statuses(storage, job)
     latest = [statuses.get(k, PartitionStatus.MISSING) for k in keys]
     launch = ["launch" if _launches(choice, status) else "skip" for status in latest]
     return pd.DataFrame(
@@ -122,12 +140,15 @@ def launch_backfill(
     *,
     dask_address: str | None = None,
     dask_client: Any = None,
+    stale_only: bool = False,
     instance: Storage | str | None = None,
     current_time: datetime | None = None,
 ) -> Backfill | pd.DataFrame:
     """Launch a run for each selected partition and return a `Backfill` handle at once.
 
-    With `dry_run=True`, return the plan (partition, action, reason) and write nothing. With
+    With `dry_run=True`, return the plan (partition, action, reason) and write nothing.
+    `stale_only` launches only the partitions that succeeded with older code (see codeversion),
+    rerunning only their steps whose code changed and the steps after them. With
     `executor="dask"`, runs go to the Dask scheduler at `dask_address`, or `dask_client`'s, or the
     kernel's default client's, or else to a local cluster started for the backfill.
     """
@@ -136,7 +157,7 @@ def launch_backfill(
     )
     if dask_client is not None and options.executor != "dask":
         raise InvalidOptionError(f"dask_client is for executor='dask', got executor={executor!r}")
-    choice = Choice(partitions, from_, to, all, missing_only, failed_only)
+    choice = Choice(partitions, from_, to, all, missing_only, failed_only, stale_only)
     return launch(
         job,
         choice,
@@ -179,12 +200,12 @@ def launch(
         return _plan(job, choice, keys, storage)
     chosen = chosen_keys(job, choice, keys, storage)
     if not chosen:
-        why = "failed" if choice.failed else "missing or failed"
+        why = "failed" if choice.failed else "stale" if choice.stale else "missing or failed"
         raise SelectionError(f"nothing to launch: none of the {len(keys)} selected partitions is {why}")
     now = time.time()
     current_time = current_time or datetime.fromtimestamp(now, timezone.utc)  # the keys' moment, kept
     # all or a range of keys that can be computed again: the engine writes most runs after launch
-    lazy = choice.partitions is None and not (choice.missing or choice.failed)
+    lazy = choice.partitions is None and not choice.narrows
     selection = chunks.selection_of(job.partitions_def, chosen, options.order == "desc", current_time) if lazy else None
     ordered = chosen[::-1] if options.order == "desc" else chosen
     first = ordered if selection is None else ordered[: chunks.FIRST_CHUNK]  # the runs written now
@@ -220,7 +241,9 @@ def launch(
     except BaseException:
         executor.shutdown()
         raise
-    engine.launch(running(record, job, options, [PendingRun(r, p, 1) for r, p in zip(run_ids, first)], executor))
+    reuse = unchanged_steps(job, first, storage) if choice.stale else {}
+    pending = [PendingRun(r, p, 1, reuse=reuse.get(p, ())) for r, p in zip(run_ids, first)]
+    engine.launch(running(record, job, options, pending, executor))
     return Backfill(record.id, storage, job)
 
 

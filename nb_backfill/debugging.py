@@ -4,7 +4,6 @@ again here, with the upstream outputs of the failed attempt, under the debugger.
 from __future__ import annotations
 
 import logging
-import pdb
 import sys
 import threading
 from typing import Any
@@ -67,6 +66,8 @@ def debug(job: Job, storage: Storage, record: BackfillRecord, run: RunRecord, po
 
 def _post_mortem(traceback: Any) -> None:
     """The debugger at the failing frame: IPython's in a kernel (as `%debug`), else pdb's."""
+    import pdb  # only when debugging: most processes never need it
+
     try:
         from IPython.core.debugger import Pdb
         from IPython.core.getipython import get_ipython

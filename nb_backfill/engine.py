@@ -26,6 +26,7 @@ from typing import Any
 
 from . import chunks
 from .chunks import Selection, chunk_size
+from .codeversion import code_id
 from .errors import BackfillStateError
 from .executors import Executor, make_executor
 from .executors.run import RunRequest
@@ -47,6 +48,7 @@ from .storage import (
     INTERRUPTED,
     BackfillRecord,
     OnePerStore,
+    RunRecord,
     Storage,
     StorageError,
     owner_alive,
@@ -95,6 +97,8 @@ class ActiveBackfill:
     written: int = 0
     total: int = 0
     keys: list[str] | None = None  # the definition's keys at the selection's time, once needed
+    versions: dict[str, str] = field(default_factory=dict)  # its job's step code versions (see codeversion)
+    code: str | None = None  # their id, which each run records as it starts
 
     @property
     def capacity(self) -> int:
@@ -117,6 +121,7 @@ def running(
 ) -> ActiveBackfill:
     """What an engine holds of a backfill it is about to run."""
     selection = Selection.from_json(record.selection) if record.selection and record.unwritten else None
+    versions = job.code_versions()
     return ActiveBackfill(
         id=record.id,
         job=job,
@@ -130,6 +135,8 @@ def running(
         selection=selection,
         written=record.num_partitions - record.unwritten,
         total=record.num_partitions,
+        versions=versions,
+        code=code_id(versions),
     )
 
 
@@ -391,6 +398,11 @@ class Engine(OnePerStore):
     def _adopt(self, active: ActiveBackfill) -> None:
         self._faults.pop(active.id, None)
         self._active[active.id] = active
+        if active.code is not None:
+            try:
+                self.storage.add_code_versions(active.code, active.versions)
+            except StorageError:
+                pass  # only what changed in a stale partition is unknown then: all of it reruns
 
     def _drop(self, active: ActiveBackfill) -> None:
         self._active.pop(active.id, None)
@@ -489,7 +501,9 @@ class Engine(OnePerStore):
             for run, tags in picked.start:
                 active.in_flight[run.run_id] = (run, tags)
                 requests.append(
-                    RunRequest(run.run_id, run.partition, run.attempt, active.id, tags, self._outputs, run.reuse)
+                    RunRequest(
+                        run.run_id, run.partition, run.attempt, active.id, tags, self._outputs, run.reuse, active.code
+                    )
                 )
             if requests:
                 active.executor.submit(active.job, *requests)
@@ -564,14 +578,16 @@ class Engine(OnePerStore):
         self._set_status(active, BackfillStatus.REQUESTED)
         return f"resumed backfill {active.id}"
 
-    def _reusable(self, run_ids: Sequence[str], from_failure: bool) -> dict[str, tuple[str, ...]]:
-        """run_id -> the steps that succeeded in its current attempt, whose outputs its next attempt
-        may reuse (retry from failure); read before the retry clears its steps."""
-        reusable: dict[str, list[str]] = {}
+    def _reusable(self, runs: Sequence[RunRecord], from_failure: bool) -> dict[str, tuple[tuple[str, str, int], ...]]:
+        """run_id -> (step, run_id, attempt) of the steps that succeeded in its current attempt,
+        whose outputs its next attempt may reuse (retry from failure); read before the retry
+        clears its steps."""
+        reusable: dict[str, list[tuple[str, str, int]]] = {}
         if from_failure:
-            for run_id, step, status, *_ in self.storage.step_rows_of(run_ids):
+            attempts = {r.run_id: r.attempt for r in runs}
+            for run_id, step, status, *_ in self.storage.step_rows_of(list(attempts)):
                 if status in STEP_SUCCEEDED:
-                    reusable.setdefault(run_id, []).append(step)
+                    reusable.setdefault(run_id, []).append((step, run_id, attempts[run_id]))
         return {run_id: tuple(steps) for run_id, steps in reusable.items()}
 
     def _retry(self, active: ActiveBackfill, from_failure: Any) -> str:
@@ -584,7 +600,7 @@ class Engine(OnePerStore):
         ]
         if not failed:
             raise BackfillStateError(nothing_to_retry(active.id, self.storage.run_counts(active.id)))
-        reuse = self._reusable([r.run_id for r in failed], bool(from_failure))
+        reuse = self._reusable(failed, bool(from_failure))
         now = time.time()
         self._unwritten += [Event(r.run_id, RunStatus.QUEUED, now, r.attempt + 1) for r in failed]
         active.pending.extend(
@@ -723,7 +739,7 @@ class Engine(OnePerStore):
             self.emit,
             **options.executor_settings(),
         )
-        reuse = self._reusable([r.run_id for r in again], from_failure)
+        reuse = self._reusable(again, from_failure)
         now = time.time()
         self.storage.write_batch([Event(r.run_id, RunStatus.QUEUED, now, r.attempt + 1) for r in again])
         self.storage.set_backfill_status(record.id, BackfillStatus.REQUESTED)
@@ -758,7 +774,7 @@ class Engine(OnePerStore):
             self.storage.finish_command(command.id, result, error)
 
 
-def _from_failure(reuse: Mapping[str, tuple[str, ...]]) -> str:
+def _from_failure(reuse: Mapping[str, tuple]) -> str:
     """How a retry from failure is said: how many runs reuse outputs of steps that succeeded."""
     return f" from failure ({len(reuse)} reuse the outputs of steps that succeeded)" if reuse else ""
 

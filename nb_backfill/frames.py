@@ -11,6 +11,7 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._lazy import lazy_module
+from .codeversion import code_id
 from .jobs import Job
 from .partitions import MultiPartitionsDefinition, PartitionsDefinition
 from .statuses import BACKFILL_DONE, PartitionStatus, RunStatus, StepStatus, partition_status_of
@@ -141,22 +142,28 @@ def steps_df(storage: Storage, backfill_id: str, job: Job) -> pd.DataFrame:
     return frame
 
 
-def _counted(storage: Storage, job_name: str) -> Iterator[tuple[Lines, np.ndarray]]:
+_SUCCESS, _STALE = _PARTITIONS.index(PartitionStatus.SUCCESS), _PARTITIONS.index(PartitionStatus.STALE)
+
+
+def _counted(storage: Storage, job: Job) -> Iterator[tuple[Lines, np.ndarray]]:
     """Each backfill of a job, oldest first: its runs' partitions, and what each run says of its
-    partition (a PartitionStatus code; -1 where it does not count: canceled, or left unfinished
-    by a process that died)."""
+    partition (a PartitionStatus code, STALE for a success with code older than the job's now;
+    -1 where it does not count: canceled, or left unfinished by a process that died)."""
+    code = code_id(job.code_versions())
     with storage.reading():
-        for record in reversed(storage.list_backfills(job_name)):  # newest first, there
+        for record in reversed(storage.list_backfills(job.name)):  # newest first, there
             alive = record.status not in BACKFILL_DONE and owner_alive(record.owner, record.heartbeat)
-            columns = storage.run_columns(record.id, ["partition", "status"])
-            yield columns["partition"], np.array(_SAYS[alive], np.int8)[columns["status"]]
+            columns = storage.run_columns(record.id, ["partition", "status"], code=code)
+            says = np.array(_SAYS[alive], np.int8)[columns["status"]]
+            says[(says == _SUCCESS) & (columns["older"] == 1)] = _STALE
+            yield columns["partition"], says
 
 
-def latest_statuses(storage: Storage, job_name: str) -> dict[str, PartitionStatus]:
+def latest_statuses(storage: Storage, job: Job) -> dict[str, PartitionStatus]:
     """Each partition's status from its latest run that counts: canceled runs do not, nor runs a
     dead process left unfinished (their partition reads as it did before them)."""
     latest: dict[str, PartitionStatus] = {}
-    for lines, says in _counted(storage, job_name):
+    for lines, says in _counted(storage, job):
         partitions, counts = lines.split(), np.flatnonzero(says >= 0)
         latest.update(zip([partitions[i] for i in counts.tolist()], [_PARTITIONS[c] for c in says[counts].tolist()]))
     return latest
@@ -168,7 +175,7 @@ def partition_status(storage: Storage, job: Job) -> pd.DataFrame:
     places = _Places(Lines.of(keys), keys)
     latest = np.full(len(keys), -1)  # each key's latest run that counts: its place among all runs read
     said, offset = [], 0
-    for partitions, says in _counted(storage, job.name):
+    for partitions, says in _counted(storage, job):
         where = places.of(partitions)
         counts = np.flatnonzero((where >= 0) & (says >= 0))
         np.maximum.at(latest, where[counts], offset + counts)  # the later run wins, whatever the order

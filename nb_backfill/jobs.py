@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from .codeversion import version_of
 from .errors import DefinitionError, NbBackfillError, quoted_list
 from .partitions import MultiPartitionsDefinition, PartitionsDefinition, TimeWindow, TimeWindowPartitionsDefinition
 
@@ -76,6 +77,7 @@ class StepDefinition:
     positional: tuple[str, ...] = ()  # how a call passes them, set when a Job resolves the step
     keyword: tuple[str, ...] = ()
     keep_output: bool | None = None  # keep its value (see outputs): None as its job says
+    code_version: str | None = None  # its version as given; else a hash of its code (see codeversion)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.fn(*args, **kwargs)
@@ -140,8 +142,10 @@ def step(
     name: str | None = None,
     retries: int | RetryPolicy | None = None,
     keep_output: bool | None = None,
+    code_version: str | None = None,
 ) -> Any:
-    """Make a function a step; use as `@step` or `@step(name=..., retries=..., keep_output=...)`."""
+    """Make a function a step; use as `@step` or `@step(name=..., retries=..., keep_output=...,
+    code_version=...)`."""
 
     def wrap(f: Callable[..., Any]) -> StepDefinition:
         signature = _signature(f, "a step")
@@ -157,6 +161,7 @@ def step(
             retry_policy(retries),
             params,
             keep_output=_keep_flag(keep_output, f"step {step_name!r} keep_output"),
+            code_version=_version(code_version, f"step {step_name!r}"),
         )
 
     return wrap if fn is None else wrap(fn)
@@ -165,6 +170,12 @@ def step(
 def _keep_flag(value: Any, what: str) -> bool | None:
     if value is not None and not isinstance(value, bool):
         raise DefinitionError(f"{what} must be True, False or None (keep when it can), got {value!r}")
+    return value
+
+
+def _version(value: Any, what: str) -> str | None:
+    if value is not None and (not isinstance(value, str) or not value.strip()):
+        raise DefinitionError(f"{what}: code_version must be a non-empty string such as 'v2', got {value!r}")
     return value
 
 
@@ -244,6 +255,10 @@ class Job:
     def step_names(self) -> list[str]:
         return [s.name for s in self.steps]
 
+    def code_versions(self) -> dict[str, str]:
+        """Each step's code version now (given, or a hash of its code as it is now defined)."""
+        return {s.name: version_of(s.fn, s.code_version) for s in self.steps}
+
     def __repr__(self) -> str:
         return f"Job({self.name!r}, steps={self.step_names}, partitions_def={self.partitions_def!r})"
 
@@ -310,11 +325,12 @@ def job(
     retries: int | RetryPolicy | None = 0,
     keep_outputs: bool | None = None,
     io: Any = None,
+    code_version: str | None = None,
 ) -> Any:
     """Make a function taking `context` a one-step partitioned job: `@job(partitions_def=daily)`."""
 
     def wrap(f: Callable[..., Any]) -> Job:
-        single = step(f, name=name if getattr(f, "__name__", "") == "<lambda>" else None)
+        single = step(f, name=name if getattr(f, "__name__", "") == "<lambda>" else None, code_version=code_version)
         return Job(
             name or single.name,
             [single],

@@ -47,7 +47,7 @@ class PendingRun(NamedTuple):
     partition: str
     attempt: int
     not_before: float | None = None
-    reuse: tuple[str, ...] = ()  # steps whose outputs of the attempt before it may reuse (retry from failure)
+    reuse: tuple[tuple[str, str, int], ...] = ()  # (step, run_id, attempt) whose kept output it may reuse
 
 
 @dataclass(frozen=True)

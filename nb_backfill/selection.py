@@ -152,18 +152,24 @@ class Choice:
     all: bool = False
     missing: bool = False
     failed: bool = False
+    stale: bool = False  # only partitions that succeeded with older code
 
     def __post_init__(self) -> None:
         if self.missing and self.failed:
             raise SelectionError(
                 "choose missing_only or failed_only, not both (missing_only already includes failed partitions)"
             )
+        if self.stale and (self.missing or self.failed):
+            raise SelectionError("choose stale_only or missing_only/failed_only, not both: each narrows the choice")
+
+    @property
+    def narrows(self) -> bool:
+        """Whether only some of the chosen keys launch (missing, failed or stale ones): read from the store."""
+        return self.missing or self.failed or self.stale
 
     def keys(self, definition: PartitionsDefinition, current_time: datetime | None = None) -> list[str]:
         """The chosen keys in definition order (before narrowing to missing or failed ones)."""
-        narrowing_all = (
-            (self.missing or self.failed) and self.partitions is None and self.from_ is None and self.to is None
-        )
+        narrowing_all = self.narrows and self.partitions is None and self.from_ is None and self.to is None
         return select_partitions(
             definition,
             self.partitions,
@@ -181,10 +187,10 @@ class Choice:
             return cls(from_=form.get("from") or None, to=form.get("to") or None)
         if mode == "list":
             return cls(partitions=form.get("keys", ""))
-        if mode in ("missing", "failed"):
-            return cls(missing=mode == "missing", failed=mode == "failed")
+        if mode in ("missing", "failed", "stale"):
+            return cls(missing=mode == "missing", failed=mode == "failed", stale=mode == "stale")
         if mode != "all":
             raise SelectionError(
-                f"the selector's mode must be one of 'all', 'range', 'list', 'missing', 'failed', got {mode!r}"
+                f"the selector's mode must be one of 'all', 'range', 'list', 'missing', 'failed', 'stale', got {mode!r}"
             )
         return cls(all=True)

@@ -137,6 +137,7 @@ class PartitionStatus(_Status):
     SUCCESS = "SUCCESS"
     FAILURE = "FAILURE"
     IN_PROGRESS = "IN_PROGRESS"
+    STALE = "STALE"  # succeeded, with code older than the job's now (see codeversion)
 
 
 def partition_status_of(run_status: str, owner_alive: bool) -> PartitionStatus | None:
@@ -162,6 +163,7 @@ class Cell(_Status):
     SKIPPED = "skipped"
     CANCELED = "canceled"
     REUSED = "reused"  # a success taken from the attempt before (retry from failure)
+    STALE = "stale"  # a partition that succeeded with older code
 
 
 CELLS = tuple(Cell)
@@ -190,6 +192,7 @@ CELL_OF_PARTITION = {
     PartitionStatus.SUCCESS: Cell.SUCCESS,
     PartitionStatus.FAILURE: Cell.FAILURE,
     PartitionStatus.IN_PROGRESS: Cell.RUNNING,
+    PartitionStatus.STALE: Cell.STALE,
 }
 
 

@@ -15,7 +15,7 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 else:
     np = lazy_module("numpy")  # imported by the first bulk read (see _Read)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 HOME_ENV = "NB_BACKFILL_HOME"
 DEFAULT_DIR = ".nb_backfill"
 DB_NAME = "nb_backfill.db"
@@ -141,9 +141,16 @@ _V3 = (
     "ALTER TABLE backfills ADD COLUMN written INTEGER",
     "ALTER TABLE backfills ADD COLUMN selection TEXT",
 )
+_V4 = (
+    # the code a run executed (codeversion.code_id of its job's step versions, said by its STARTED
+    # event; NULL before v4), and the step versions each code id stands for
+    "ALTER TABLE runs ADD COLUMN code TEXT",
+    "CREATE TABLE code_versions (code TEXT NOT NULL, step TEXT NOT NULL, version TEXT NOT NULL, "
+    "PRIMARY KEY (code, step)) WITHOUT ROWID",
+)
 # Each entry upgrades the schema by one version; a new version appends, never edits. An entry is
 # SQL, or a function of the connection for what SQL alone cannot say.
-MIGRATIONS: tuple[tuple[Any, ...], ...] = (_V1, _V2, _V3)
+MIGRATIONS: tuple[tuple[Any, ...], ...] = (_V1, _V2, _V3, _V4)
 
 
 class StorageError(NbBackfillError):
@@ -194,6 +201,7 @@ class RunRecord:
     end_time: float | None
     error: str | None
     not_before: float | None
+    code: str | None = None  # the code it executed (see codeversion), once started
 
 
 class Change(NamedTuple):
@@ -330,9 +338,10 @@ _BACKFILL_COLUMNS = (
 _STARTED = frozenset({RunStatus.STARTING, RunStatus.STARTED})
 _STEPPING = frozenset({RunStatus.STARTED, RunStatus.CANCELING})  # a run whose steps may have rows
 _NONE = (None,)
-QUEUED, RUNNING = RunStatus.QUEUED.value, StepStatus.RUNNING.value
+QUEUED, STARTED, RUNNING = RunStatus.QUEUED.value, RunStatus.STARTED.value, StepStatus.RUNNING.value
 _RUN_COLUMNS = (
-    "run_id, backfill_id, job_name, partition, seq, status, attempt, queued, start_time, end_time, error, not_before"
+    "run_id, backfill_id, job_name, partition, seq, status, attempt, queued, start_time, end_time, error, not_before, "
+    "code"
 )
 
 
@@ -843,12 +852,17 @@ class Storage:
         )
 
     # --- bulk reads, for DataFrames: each column of all the rows read is one string (see _Read)
-    def run_columns(self, backfill_id: str, names: Sequence[str]) -> dict[str, Any]:
+    def run_columns(self, backfill_id: str, names: Sequence[str], code: str | None = None) -> dict[str, Any]:
         """Columns `names` of a backfill's runs, in order (seq), read in one pass: `run_id` and
         `partition` Lines, `status` codes (places in RunStatus; -1 for another), `attempt`
         int64, `start_time` and `end_time` float64 seconds (exact; NaN for none), `error` a list of
-        str or None."""
+        str or None; with `code`, `older` too: 1 where a run executed another code, else 0
+        (runs from before code was recorded count as not older)."""
         reads = {name: _RUN_READS[name] for name in names}
+        if code is not None:
+            reads["older"] = _Read(
+                ("group_concat(CASE WHEN code IS NULL OR code = ? THEN '0' ELSE '1' END, '')",), (code,), _places
+            )
         return self._columns("runs INDEXED BY runs_by_backfill WHERE backfill_id = ?", (backfill_id,), reads)
 
     def past_attempt_columns(self, backfill_id: str) -> dict[str, Any]:
@@ -938,11 +952,11 @@ class Storage:
         run_ids = list({e.run_id for e in events if e.status != LOG})
         runs: dict[
             str, list[Any]
-        ] = {}  # run_id -> [status, attempt, queued, start, end, error, not_before, backfill_id, rowid]
+        ] = {}  # run_id -> [status, attempt, queued, start, end, error, not_before, backfill_id, rowid, code]
         for chunk in _chunks(run_ids):
             for row in conn.execute(
-                f"SELECT run_id, status, attempt, queued, start_time, end_time, error, not_before, backfill_id, rowid "
-                f"FROM runs WHERE run_id IN ({_marks(len(chunk))})",
+                f"SELECT run_id, status, attempt, queued, start_time, end_time, error, not_before, backfill_id, rowid, "
+                f"code FROM runs WHERE run_id IN ({_marks(len(chunk))})",
                 chunk,
             ):
                 runs[row[0]] = list(row[1:])
@@ -975,11 +989,14 @@ class Storage:
                     run[0] = new
                     if run[3] is None and new in _STARTED:
                         run[3] = ts
+                    if new == STARTED and message:  # the code it executes (see codeversion)
+                        run[9] = message
                     if new in RUN_DONE:
                         run[4], run[5] = ts, storable(message)
                 elif run_change_allowed(status, attempt, new, of_attempt):  # the next attempt
                     archived.append((run_id, attempt, status, run[3], run[4], run[5]))
                     run[:7] = [QUEUED, of_attempt, ts, None, None, None, not_before]
+                    run[9] = None
                     requeued.append(run_id)
                     steps.pop(run_id, None)  # its steps start over
                 else:
@@ -1003,9 +1020,9 @@ class Storage:
             accepted += 1
             fed[run_id] = ts
         conn.executemany(  # by rowid, read above: one tree to search, not the run id's index too
-            "UPDATE runs SET status = ?, attempt = ?, queued = ?, start_time = ?, end_time = ?, error = ?, not_before = ? "
-            "WHERE rowid = ?",
-            [(*runs[run_id][:7], runs[run_id][8]) for run_id in fed],
+            "UPDATE runs SET status = ?, attempt = ?, queued = ?, start_time = ?, end_time = ?, error = ?, not_before = ?, "
+            "code = ? WHERE rowid = ?",
+            [(*runs[run_id][:7], runs[run_id][9], runs[run_id][8]) for run_id in fed],
         )
         if requeued:
             conn.executemany("INSERT OR REPLACE INTO attempts VALUES (?,?,?,?,?,?)", archived)
@@ -1061,6 +1078,37 @@ class Storage:
             )
         return rows
 
+    def add_code_versions(self, code: str, versions: Mapping[str, str]) -> None:
+        """Remember which step versions a code id stands for (once; a code id never changes meaning)."""
+        with self.transaction() as conn:
+            conn.executemany(
+                "INSERT OR IGNORE INTO code_versions VALUES (?, ?, ?)", [(code, *v) for v in versions.items()]
+            )
+
+    def code_versions(self, codes: Sequence[str]) -> dict[str, dict[str, str]]:
+        """code id -> {step: version} of these code ids (those known)."""
+        known: dict[str, dict[str, str]] = {}
+        for chunk in _chunks(list(codes)):
+            rows = self.query(
+                f"SELECT code, step, version FROM code_versions WHERE code IN ({_marks(len(chunk))})", chunk
+            )
+            for code, step, version in rows:
+                known.setdefault(code, {})[step] = version
+        return known
+
+    def latest_successes(self, job_name: str, partitions: Sequence[str]) -> dict[str, tuple[str, int, str | None]]:
+        """partition -> (run_id, attempt, code) of the latest SUCCESS run of each of these partitions."""
+        latest: dict[str, tuple[str, int, str | None]] = {}
+        for chunk in _chunks(list(partitions)):
+            rows = self.query(
+                "SELECT partition, run_id, attempt, code FROM runs WHERE backfill_id IN "
+                f"(SELECT id FROM backfills WHERE job_name = ?) AND status = 'SUCCESS' AND partition IN ({_marks(len(chunk))}) "
+                "ORDER BY end_time",
+                [job_name, *chunk],
+            )
+            latest.update((partition, tuple(rest)) for partition, *rest in rows)
+        return latest
+
     def partitions_of(self, run_ids: Sequence[str]) -> dict[str, str]:
         """run_id -> partition of these runs (those that exist)."""
         found: dict[str, str] = {}
@@ -1075,7 +1123,11 @@ class Storage:
     ) -> list[tuple[str, str, str, int, float]]:
         """(partition, step, run_id, attempt, end_time) of the steps that succeeded (or were
         reused) in the current attempt of a job's runs (of one backfill, of one partition), oldest first."""
-        where, params = ["runs.job_name = ?", "steps.status IN ('SUCCESS', 'REUSED')"], [job_name]
+        where = [
+            "runs.backfill_id IN (SELECT id FROM backfills WHERE job_name = ?)",
+            "steps.status IN ('SUCCESS', 'REUSED')",
+        ]
+        params: list[Any] = [job_name]
         for column, value in (("backfill_id", backfill_id), ("partition", partition)):
             if value is not None:
                 where.append(f"runs.{column} = ?")

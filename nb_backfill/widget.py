@@ -260,7 +260,7 @@ class BackfillWidget(anywidget.AnyWidget):
             self._send_header()
 
     def _history_codes(self) -> np.ndarray:
-        latest = frames.latest_statuses(self._storage, self._job.name)
+        latest = frames.latest_statuses(self._storage, self._job)
         codes = np.array(
             [HISTORY_CODES[latest.get(k, PartitionStatus.MISSING)] for k in self._partition_keys], np.uint8
         )

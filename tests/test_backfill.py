@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 import nb_backfill as nbb
+from nb_backfill.storage import SCHEMA_VERSION
 
 DAILY = nbb.DailyPartitionsDefinition("2024-01-01", end_date="2024-01-11")  # 10 partitions
 
@@ -500,7 +501,7 @@ def test_storage_location(tmp_path, monkeypatch):
     store = nbb.get_instance()
     assert store.path == tmp_path / "elsewhere" / "nb_backfill.db"
     assert store.query("PRAGMA journal_mode")[0][0] == "wal"
-    assert store.schema_version == 3
+    assert store.schema_version == SCHEMA_VERSION
 
 
 def test_newer_schema_is_refused(tmp_path):

@@ -224,7 +224,7 @@ def _sqlite(path: Path, *statements: str) -> None:
         ("missing meta row", ["has tables but no nb_backfill schema version", "move it away"]),
         ("bad schema value", ["unreadable schema version 'abc'", "move it away"]),
         ("schema 0", ["invalid schema version '0'", "move it away"]),
-        ("newer schema", ["schema version 99", "knows 1 to 3", "upgrade nb_backfill"]),
+        ("newer schema", ["schema version 99", f"knows 1 to {storage_module.SCHEMA_VERSION}", "upgrade nb_backfill"]),
     ],
 )
 def test_a_store_that_cannot_be_used_is_one_storage_error_naming_it(tmp_path, quick, fault, words):
@@ -289,7 +289,7 @@ def test_a_version_1_store_is_migrated_and_its_backfills_still_read(tmp_path, qu
         ),
     )
     store = nbb.get_instance(path.parent)
-    assert store.schema_version == 3
+    assert store.schema_version == storage_module.SCHEMA_VERSION
     bf = nbb.get_backfill("old", job=quick, instance=store)
     assert bf.status == "COMPLETED_FAILED" and bf.record.tags == {"team": "data"} and bf.record.error is None
     assert bf.counts()["SUCCESS"] == 2 and bf.counts()["FAILURE"] == 1

@@ -21,7 +21,7 @@ SCRIPT = textwrap.dedent(
     store, marks, mode = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
     parts = nbb.StaticPartitionsDefinition([f"p{i:03d}" for i in range(int(os.environ.get("N", "60")))])
 
-    @nbb.job(partitions_def=parts)
+    @nbb.job(partitions_def=parts, code_version="1")
     def work(context):
         with open(marks / f"{mode}-{os.getpid()}.txt", "a") as f:
             f.write(context.partition_key + "\\n")
@@ -82,8 +82,10 @@ def test_sigkill_then_resume(tmp_path, script, killed_at):
     assert nbb.list_backfills(instance=store).loc[backfill_id, "process"] == "stopped: resume it"
     with pytest.raises(nbb.BackfillStateError, match="resume"):
         bf.wait(timeout=5)
-    job = nbb.Job(
-        "work", [nbb.step(lambda: None, name="work")], nbb.StaticPartitionsDefinition([f"p{i:03d}" for i in range(60)])
+    job = nbb.Job(  # a stand-in for the script's job: the same name, partitions and code version
+        "work",
+        [nbb.step(lambda: None, name="work", code_version="1")],
+        nbb.StaticPartitionsDefinition([f"p{i:03d}" for i in range(60)]),
     )
     status = nbb.partition_status(job, instance=store)["status"]
     assert set(status[status == "SUCCESS"].index) == succeeded

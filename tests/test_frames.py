@@ -280,7 +280,7 @@ def assert_frames_as_before(store, jobs):
             assert_same(bf.attempts_df(), reference_attempts(store, backfill_id, job.partitions_def))
             assert_same(bf.steps_df(), reference_steps(store, backfill_id, job))
         assert_same(nbb.partition_status(job, instance=store), reference_partition_status(store, job))
-        assert frames.latest_statuses(store, job.name) == reference_latest(store, job.name)
+        assert frames.latest_statuses(store, job) == reference_latest(store, job.name)
 
 
 @pytest.mark.parametrize("seed", range(6))

@@ -2,10 +2,9 @@
 send back every event. This docstring is the one description of the protocol.
 
 Messages from the parent (a pipe each way): lists of runs lent to this worker, each
-`(seq, slot, job_id, payload, run_id, partition_key, attempt, backfill_id, tags, outputs, reuse)`,
-where `seq` numbers the loan, `payload` is the cloudpickled Job the first time this worker sees
-`job_id`, else None, `outputs` is the folder of kept outputs and `reuse` the steps whose outputs
-of the attempt before may be reused. A receiver thread keeps them in order while the main thread executes runs, so the
+`(seq, slot, job_id, payload, run_id, partition_key, attempt, backfill_id, tags, outputs, reuse,
+code)`, where `seq` numbers the loan, `payload` is the cloudpickled Job the first time this
+worker sees `job_id`, else None, and the fields from `tags` on are the RunRequest's. A receiver thread keeps them in order while the main thread executes runs, so the
 pipe never fills and the parent never waits for a busy worker.
 
 Shared with the parent: a lock and an array of int64. `slots[slot]` holds `seq` while the run is
@@ -46,9 +45,7 @@ from .run import CancelFlag, RunRequest, execute_run, flush_live_logs, install_c
 
 FLUSH = 0.02  # seconds at most an event waits in a worker
 
-_Loan = tuple[
-    Any, ...
-]  # (seq, slot, job_id, payload, run_id, partition_key, attempt, backfill_id, tags, outputs, reuse)
+_Loan = tuple[Any, ...]  # (seq, slot, job_id, payload, run_id, partition_key, attempt, backfill_id, *RunRequest's rest)
 
 
 def _exit_with_parent() -> None:
@@ -179,8 +176,8 @@ def main(inbox_conn: Connection, outbox_conn: Connection, lock: Any, slots: Any)
     threading.Thread(target=inbox.receive, name="nb_backfill-inbox", daemon=True).start()
     outbox.send(None)
     while (loan := inbox.take(outbox)) is not None:
-        _, _, job_id, _, run_id, partition_key, attempt, backfill_id, tags, outputs, reuse = loan
-        request = RunRequest(run_id, partition_key, attempt, backfill_id, tags, outputs, reuse)
+        _, _, job_id, _, run_id, partition_key, attempt, backfill_id, *rest = loan
+        request = RunRequest(run_id, partition_key, attempt, backfill_id, *rest)
         emit(Event(run_id, RunStatus.STARTING, time.time(), attempt))
         job = jobs.get(job_id)
         if job is None:

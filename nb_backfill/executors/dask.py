@@ -293,7 +293,7 @@ class DaskExecutor:
         return batch
 
     def _submit(self, batch: _Batch, settled: list[str]) -> None:
-        runs = [(claim, (*r[:4], dict(r.tags), r.outputs, r.reuse)) for claim, r in batch.runs.items()]
+        runs = [(claim, (*r[:4], dict(r.tags), *r[5:])) for claim, r in batch.runs.items()]
         needs = _needs(next(iter(batch.runs.values())))
         try:
             batch.future = self._client.submit(

@@ -107,6 +107,7 @@ class _Worker:
             dict(request.tags),
             request.outputs,
             request.reuse,
+            request.code,
         )
 
     def end(self, run_id: str) -> None:

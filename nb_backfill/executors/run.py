@@ -58,7 +58,8 @@ class RunRequest(NamedTuple):
     backfill_id: str | None = None
     tags: Mapping[str, str] = MappingProxyType({})
     outputs: str | None = None  # the folder of kept outputs (the store's), None to keep none in files
-    reuse: tuple[str, ...] = ()  # steps that succeeded in the attempt before: their outputs may be reused
+    reuse: tuple[tuple[str, str, int], ...] = ()  # (step, run_id, attempt) whose kept output it may reuse
+    code: str | None = None  # the id of the job's code versions, which the run records as it starts
 
 
 class _Capture(threading.local):
@@ -197,7 +198,7 @@ def execute_run(
     sent while a step runs (see flush_live_logs).
     """
     run_id, attempt, now = request.run_id, request.attempt, time.time
-    emit(Event(run_id, RunStatus.STARTED, now(), attempt))
+    emit(Event(run_id, RunStatus.STARTED, now(), attempt, None, request.code))
     context = RunContext(
         job, request.partition_key, run_id, request.backfill_id, attempt, request.tags, RUN_LOGGER, canceled
     )
@@ -208,7 +209,8 @@ def execute_run(
     buffer: list[str] = []
     _capture.buffer = buffer
     running_step: list[str] = []
-    reused: set[str] = set()  # steps whose outputs came from the attempt before
+    reused: set[str] = set()  # steps whose outputs came from an earlier run (see RunRequest.reuse)
+    sources = {step: (source, of_attempt) for step, source, of_attempt in request.reuse}
     if live:
         _live[run_id] = _Live(emit, request, buffer, running_step)
     try:
@@ -224,12 +226,13 @@ def execute_run(
                 stopped_at = stopped_at or step.name
                 emit(Event(run_id, StepStatus.CANCELED, time.time(), attempt, step.name, "canceled before it started"))
                 continue
-            if step.name in request.reuse and reused.issuperset(step.inputs):
-                found = _reuse(job, step, request, buffer)
+            if step.name in sources and reused.issuperset(step.inputs):
+                source, of_attempt = sources[step.name]
+                found = _reuse(job, step, request, source, of_attempt, buffer)
                 if found is not _NOT_FOUND:
                     outputs[step.name] = found
                     reused.add(step.name)
-                    note = f"output of attempt {attempt - 1} reused (retry from failure)"
+                    note = f"output of run {source} attempt {of_attempt} reused"
                     emit(Event(run_id, StepStatus.REUSED, now(), attempt, step.name, note))
                     continue
             step_attempt = 1
@@ -287,12 +290,12 @@ def _keep(job: Job, step: StepDefinition, request: RunRequest, value: object, bu
 _NOT_FOUND = object()
 
 
-def _reuse(job: Job, step: StepDefinition, request: RunRequest, buffer: list[str]) -> object:
-    """A step's output of the attempt before, kept again as this attempt's, or _NOT_FOUND (then
-    the step runs again: its output was not kept, or cannot be read)."""
-    before = OutputContext(
-        job.name, step.name, request.partition_key, request.run_id, request.attempt - 1, request.outputs
-    )
+def _reuse(
+    job: Job, step: StepDefinition, request: RunRequest, source: str, of_attempt: int, buffer: list[str]
+) -> object:
+    """A step's output kept by an earlier run attempt, kept again as this one's, or _NOT_FOUND
+    (then the step runs again: that output was not kept, or cannot be read)."""
+    before = OutputContext(job.name, step.name, request.partition_key, source, of_attempt, request.outputs)
     try:
         value = (job.io or FILES).load(before)
     except FileNotFoundError:  # not kept (it returned None, or could not be kept) or pruned: run it again

@@ -391,7 +391,7 @@ function render({ model, el }) {
   const coordinator = select("coordinator", [["default", "default coordinator"], ["queued", "queued coordinator"]], "default");
   const maxConcurrent = h("input", { class: "nbb-max-concurrent", type: "number", min: 1, placeholder: "max concurrent", size: 6 });
   const executor = select("executor", [["thread", "threads"], ["process", "processes"], ["dask", "Dask cluster"]], "thread");
-  const order = select("order", [["asc", "oldest first"], ["desc", "newest first"]], "asc");
+  const order = select("order", [["asc", "oldest first"], ["desc", "newest first"], ["canary", "canaries first"]], "asc");
   const tags = h("input", { class: "nbb-tags", placeholder: "tags: key=value, ...", size: 20 });
   const launch = h("button", { class: "nbb-launch", text: "Launch backfill" });
   // live controls

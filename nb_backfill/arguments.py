@@ -123,7 +123,13 @@ def add_launch_arguments(parser: argparse.ArgumentParser) -> None:
     )
     running.add_argument("--retries", type=int, metavar="N", help="retries of a failed run (default: the job's)")
     running.add_argument(
-        "--order", choices=ORDERS, default=_API_DEFAULTS["order"], help="launch order (default: %(default)s)"
+        "--order",
+        choices=ORDERS,
+        default=_API_DEFAULTS["order"],
+        help="launch order (default: %(default)s; canary: the partitions likeliest to break first)",
+    )
+    running.add_argument(
+        "--stop-on-canary-failure", action="store_true", help="with --order canary: pause when a canary fails"
     )
     running.add_argument(
         "--dry-run", action="store_true", help="show the plan (partition, action, reason); launch nothing"
@@ -186,6 +192,7 @@ def launch_request(
         args.order,
         args.retries,
         args.dask_address,
+        args.stop_on_canary_failure,
     )
     return choice_of(args, all_by_default=all_by_default), options, tags
 

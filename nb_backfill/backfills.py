@@ -22,6 +22,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from . import chunks, debugging, frames, results
+from .canary import canary_first
 from .engine import Engine, OwnedElsewhere, job_missing, running
 from .errors import (
     BackfillStateError,
@@ -141,19 +142,30 @@ def launch_backfill(
     dask_address: str | None = None,
     dask_client: Any = None,
     stale_only: bool = False,
+    stop_on_canary_failure: bool = False,
     instance: Storage | str | None = None,
     current_time: datetime | None = None,
 ) -> Backfill | pd.DataFrame:
     """Launch a run for each selected partition and return a `Backfill` handle at once.
 
     With `dry_run=True`, return the plan (partition, action, reason) and write nothing.
+    `order="canary"` runs the partitions likeliest to break first (see canary), and with
+    `stop_on_canary_failure` pauses the backfill when one fails, before the rest start.
     `stale_only` launches only the partitions that succeeded with older code (see codeversion),
     rerunning only their steps whose code changed and the steps after them. With
     `executor="dask"`, runs go to the Dask scheduler at `dask_address`, or `dask_client`'s, or the
     kernel's default client's, or else to a local cluster started for the backfill.
     """
     options = check_options(
-        coordinator, max_concurrent, tag_concurrency_limits, executor, max_workers, order, retries, dask_address
+        coordinator,
+        max_concurrent,
+        tag_concurrency_limits,
+        executor,
+        max_workers,
+        order,
+        retries,
+        dask_address,
+        stop_on_canary_failure,
     )
     if dask_client is not None and options.executor != "dask":
         raise InvalidOptionError(f"dask_client is for executor='dask', got executor={executor!r}")
@@ -205,9 +217,13 @@ def launch(
     now = time.time()
     current_time = current_time or datetime.fromtimestamp(now, timezone.utc)  # the keys' moment, kept
     # all or a range of keys that can be computed again: the engine writes most runs after launch
-    lazy = choice.partitions is None and not choice.narrows
+    lazy = choice.partitions is None and not choice.narrows and options.order != "canary"
     selection = chunks.selection_of(job.partitions_def, chosen, options.order == "desc", current_time) if lazy else None
-    ordered = chosen[::-1] if options.order == "desc" else chosen
+    canaries = 0
+    if options.order == "canary":
+        ordered, canaries = canary_first(job.partitions_def, chosen)
+    else:
+        ordered = chosen[::-1] if options.order == "desc" else chosen
     first = ordered if selection is None else ordered[: chunks.FIRST_CHUNK]  # the runs written now
     engine = Engine.for_storage(storage)
     # before writing anything: an executor that cannot start (or a cluster out of reach) writes nothing
@@ -243,7 +259,9 @@ def launch(
         raise
     reuse = unchanged_steps(job, first, storage) if choice.stale else {}
     pending = [PendingRun(r, p, 1, reuse=reuse.get(p, ())) for r, p in zip(run_ids, first)]
-    engine.launch(running(record, job, options, pending, executor))
+    active = running(record, job, options, pending, executor)
+    active.canaries = set(run_ids[:canaries])
+    engine.launch(active)
     return Backfill(record.id, storage, job)
 
 

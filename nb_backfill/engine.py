@@ -99,6 +99,7 @@ class ActiveBackfill:
     keys: list[str] | None = None  # the definition's keys at the selection's time, once needed
     versions: dict[str, str] = field(default_factory=dict)  # its job's step code versions (see codeversion)
     code: str | None = None  # their id, which each run records as it starts
+    canaries: set[str] = field(default_factory=set)  # order "canary": canary runs not yet done; only they start
 
     @property
     def capacity(self) -> int:
@@ -385,6 +386,8 @@ class Engine(OnePerStore):
             active.started.discard(event.run_id)
             self._log_sizes.pop((run.run_id, run.attempt), None)
             retryable = event.status == RunStatus.FAILURE and run.attempt <= active.retry.max_retries
+            if run.run_id in active.canaries and not retryable:
+                self._canary_done(active, run, event.status)
             if retryable and active.status != BackfillStatus.CANCELING:
                 again = PendingRun(
                     run.run_id, run.partition, run.attempt + 1, now + active.retry.wait_before(run.attempt + 1)
@@ -393,6 +396,20 @@ class Engine(OnePerStore):
                     Event(run.run_id, RunStatus.QUEUED, now, again.attempt, not_before=again.not_before)
                 )
                 active.pending.append(again)
+
+    def _canary_done(self, active: ActiveBackfill, run: PendingRun, status: str) -> None:
+        """A canary ended for good; one that failed pauses the backfill when it asked for that."""
+        active.canaries.discard(run.run_id)
+        if status == RunStatus.FAILURE and active.options.stop_on_canary_failure:
+            active.canaries.clear()
+            if active.status == BackfillStatus.REQUESTED:
+                why = (
+                    f"paused: canary partition {run.partition!r} failed (stop_on_canary_failure), before the "
+                    f"rest started; fix it, then resume"
+                )
+                self.storage.set_backfill_status(active.id, BackfillStatus.PAUSED, why)
+                active.status = BackfillStatus.PAUSED
+                self._withdraw_unstarted(active, keep=0)
 
     # --- backfills coming and going
     def _adopt(self, active: ActiveBackfill) -> None:
@@ -478,13 +495,20 @@ class Engine(OnePerStore):
                 message = "nb_backfill lost track of this run (a bug, please report it); retry it"
                 self._unwritten.append(Event(run.run_id, RunStatus.FAILURE, now, run.attempt, None, message))
 
+    @staticmethod
+    def _free(active: ActiveBackfill) -> int:
+        """Runs a backfill may still hand its executor: while canaries remain, only they (they lead its queue)."""
+        free = active.capacity - len(active.in_flight)
+        if active.canaries:
+            free = min(free, sum(1 for run in active.pending if run.run_id in active.canaries))
+        return free
+
     def _dispatch(self, now: float) -> None:
         runnable = [a for a in self._active.values() if a.status == BackfillStatus.REQUESTED and a.pending]
         if not runnable:
             return
         queues = [
-            Queue(a.id, a.pending, a.capacity - len(a.in_flight), a.tags_of, a.limits, priority_of(a.tags), a.created)
-            for a in runnable
+            Queue(a.id, a.pending, self._free(a), a.tags_of, a.limits, priority_of(a.tags), a.created) for a in runnable
         ]
         groups: dict[tuple, int] = {}
         if any(q.limits for q in queues):

@@ -17,7 +17,7 @@ from .jobs import Job, RetryPolicy, retry_policy
 from .policy import PER_VALUE, TagLimit
 
 COORDINATORS = ("default", "queued")
-ORDERS = ("asc", "desc")
+ORDERS = ("asc", "desc", "canary")  # canary: the likeliest to break first (see canary)
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,7 @@ class LaunchOptions:
     retries: dict[str, Any] | None = None
     dask_address: str | None = None  # the Dask scheduler runs go to (None: a local cluster, or the kernel's client)
     dask_dashboard: str | None = None  # where its Dask dashboard was, set at launch
+    stop_on_canary_failure: bool = False  # order "canary": pause when a canary fails, before the rest
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -135,6 +136,7 @@ def check_options(
     order: str = "asc",
     retries: int | RetryPolicy | None = None,
     dask_address: str | None = None,
+    stop_on_canary_failure: bool = False,
 ) -> LaunchOptions:
     """Every launch option checked, or an InvalidOptionError naming the bad value and the valid ones."""
     _one_of("coordinator", coordinator, COORDINATORS)
@@ -150,6 +152,8 @@ def check_options(
             f"dask_address is the address of a Dask scheduler (such as 'tcp://host:8786') for executor='dask', "
             f"got {dask_address!r} with executor={executor!r}"
         )
+    if stop_on_canary_failure and order != "canary":
+        raise InvalidOptionError(f"stop_on_canary_failure is for order='canary', got order={order!r}")
     max_workers = positive_int("max_workers", max_workers)
     most = MAX_WORKERS[executor]
     # the workers started: max_workers if given, else enough for max_concurrent
@@ -171,4 +175,5 @@ def check_options(
         order=_one_of("order", order, ORDERS),
         retries=policy,
         dask_address=dask_address,
+        stop_on_canary_failure=bool(stop_on_canary_failure),
     )

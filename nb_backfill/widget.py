@@ -539,9 +539,10 @@ class BackfillWidget(anywidget.AnyWidget):
     def _control(self, verb: str, content: dict[str, Any]) -> None:
         if self._backfill_id is None:
             raise NbBackfillError("no backfill in view: launch one first")
-        arg = (
-            whole_number("max concurrent", content.get("value"), allow_none=False) if verb == "max_concurrent" else None
-        )
+        if verb == "max_concurrent":
+            arg = whole_number("max concurrent", content.get("value"), allow_none=False)
+        else:  # Retry failed reruns from the failed step (a step whose output was not kept runs again)
+            arg = True if verb == "retry" else None
         before = self._last_status
         said = control(self._storage, self._backfill_id, verb, arg, self._job)
         with self._lock:

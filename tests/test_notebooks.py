@@ -24,3 +24,6 @@ def test_notebook_runs_without_errors(path, tmp_path):
     text = "".join(str(o.get("text", "")) + str(o.get("data", {}).get("text/plain", "")) for o in outputs)
     assert "2024-11-03-01:00-0500" in text
     assert "COMPLETED_SUCCESS" in text and "ValueError: bad input for 2024-03-10" in text
+    if path.name == "quickstart.ipynb":  # results, debugging, retry from failure, stale partitions
+        assert "debugged: bad orders on 2024-03-10" in text and "extract       REUSED" in text
+        assert "'STALE': 5" in text and "2024-03-12  2024-03-12      10     11.0" in text

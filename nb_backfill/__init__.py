@@ -20,6 +20,7 @@ from .errors import (
     UnknownPartitionError,
 )
 from .jobs import Job, RetryPolicy, RunCanceled, RunContext, job, step
+from .outputs import FileIO, FsspecIO, OutputContext
 from .partitions import (
     DailyPartitionsDefinition,
     HourlyPartitionsDefinition,
@@ -107,6 +108,8 @@ __all__ = [
     "DailyPartitionsDefinition",
     "DefinitionError",
     "DynamicPartitionsDefinition",
+    "FileIO",
+    "FsspecIO",
     "HourlyPartitionsDefinition",
     "Instance",
     "InvalidOptionError",
@@ -115,6 +118,7 @@ __all__ = [
     "MultiPartitionKey",
     "MultiPartitionsDefinition",
     "NbBackfillError",
+    "OutputContext",
     "PartitionKeyRange",
     "PartitionStatus",
     "PartitionsDefinition",

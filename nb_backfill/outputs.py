@@ -132,6 +132,40 @@ def _write_bytes(path: Path, data: bytes) -> None:
 FILES = FileIO()
 
 
+class FsspecIO:
+    """Outputs pickled under any fsspec URL (`s3://bucket/prefix`, `gcs://...`, `memory://...`, a
+    local folder), as `<root>/<job>/<step>/<run id>-<attempt>.pkl`: `@nbb.job(..., io=FsspecIO(url))`.
+    Needs fsspec (and the filesystem's own package, such as s3fs). A value is written whole, to
+    a temporary name then moved, where the filesystem can move; object stores write whole objects."""
+
+    def __init__(self, root: str, **storage_options: Any):
+        import fsspec
+
+        self.fs, self.root = fsspec.core.url_to_fs(root, **storage_options)
+        self.root = self.root.rstrip("/")
+
+    def path(self, context: OutputContext) -> str:
+        name = f"{quote(context.job_name, safe='')}/{quote(context.step, safe='')}"
+        return f"{self.root}/{name}/{context.run_id}-{context.attempt}.pkl"
+
+    def save(self, context: OutputContext, value: Any) -> None:
+        try:
+            data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as error:
+            raise CannotKeep(f"it cannot be pickled ({type(error).__name__}: {error})") from None
+        path = self.path(context)
+        self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        temporary = path.rsplit("/", 1)[0] + f"/{_TEMPORARY}{path.rsplit('/', 1)[1]}"
+        self.fs.pipe_file(temporary, data)
+        self.fs.mv(temporary, path)
+
+    def load(self, context: OutputContext) -> Any:
+        path = self.path(context)
+        if not self.fs.exists(path):
+            raise FileNotFoundError(f"no kept output of step {context.step!r} for run {context.run_id} at {path}")
+        return pickle.loads(self.fs.cat_file(path))
+
+
 def keep(io: OutputIO | None, insist: bool, context: OutputContext, value: Any) -> str | None:
     """Save a step's value as the job asks; returns a note for the run's log when a value kept by
     default was not kept. With `insist`, a value that cannot be kept raises CannotKeep."""

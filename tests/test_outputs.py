@@ -351,3 +351,21 @@ def test_the_magic_debugs_a_partition(store, tmp_path, monkeypatch):
     shell.run_line_magic("load_ext", "nb_backfill")
     with pytest.raises(UsageError, match="partition 'a' did not fail"):
         shell.run_line_magic("backfill", f"debug {bf.id} a")
+
+
+@pytest.mark.parametrize("url", ["memory://nbb-outputs", "local"])
+def test_outputs_under_an_fsspec_url(store, tmp_path, url):
+    pytest.importorskip("fsspec")
+    root = str(tmp_path / "elsewhere") if url == "local" else url
+    io = nbb.FsspecIO(root)
+
+    @nbb.job(partitions_def=KEYS, name=f"fsspec_{url.split(':')[0]}", io=io)
+    def remote(context):
+        return {"key": context.partition_key}
+
+    bf = nbb.launch_backfill(remote, all=True, instance=store)
+    assert bf.wait(timeout=30) == "COMPLETED_SUCCESS"
+    assert bf.results() == {k: {"key": k} for k in "abc"}
+    assert nbb.load_output(remote, "b", instance=store) == {"key": "b"}
+    assert io.fs.exists(io.path(outputs.OutputContext(remote.name, "remote", "a", bf.run("a").run_id, 1, None)))
+    assert not (store.home / "outputs").exists()

@@ -499,8 +499,8 @@ class Engine(OnePerStore):
     def _free(active: ActiveBackfill) -> int:
         """Runs a backfill may still hand its executor: while canaries remain, only they (they lead its queue)."""
         free = active.capacity - len(active.in_flight)
-        if active.canaries:
-            free = min(free, sum(1 for run in active.pending if run.run_id in active.canaries))
+        if active.canaries:  # the canaries not in flight are pending: counted through the few in flight
+            free = min(free, len(active.canaries) - sum(1 for r in active.in_flight if r in active.canaries))
         return free
 
     def _dispatch(self, now: float) -> None:

@@ -228,7 +228,7 @@ def flaky_etl(name: str, marks: Path, broken: Path) -> nbb.Job:
     return nbb.Job(name, [extract, transform, load], KEYS)
 
 
-def failed_and_pruned(name: str, store, marks: Path, broken: Path) -> tuple[nbb.Job, nbb.Backfill]:
+def failed_and_pruned(name: str, store, marks: Path, broken: Path) -> nbb.Backfill:
     """Partition b of a flaky job failed, and its kept outputs were pruned since."""
     marks.mkdir()
     broken.touch()
@@ -236,7 +236,7 @@ def failed_and_pruned(name: str, store, marks: Path, broken: Path) -> tuple[nbb.
     bf = nbb.launch_backfill(job, partitions=["b"], instance=store)
     bf.wait(timeout=30)
     nbb.prune_outputs(job, keep="none", instance=store)
-    return job, bf
+    return bf
 
 
 @pytest.mark.parametrize("executor", ["thread", "process"])
@@ -261,7 +261,7 @@ def test_retry_from_failure_reruns_only_the_failed_step_and_after(store, tmp_pat
 
 def test_retry_from_failure_runs_again_a_step_whose_output_was_not_kept(store, tmp_path):
     marks, broken = tmp_path / "marks", tmp_path / "broken"
-    _, bf = failed_and_pruned("flaky_pruned", store, marks, broken)
+    bf = failed_and_pruned("flaky_pruned", store, marks, broken)
     broken.unlink()
     bf.retry_failed(from_failure=True)
     assert bf.wait(timeout=30) == "COMPLETED_SUCCESS"
@@ -303,7 +303,7 @@ def test_debug_runs_the_failing_step_here_with_its_context_and_upstream_outputs(
 
 
 def test_debug_says_which_upstream_output_was_not_kept(store, tmp_path):
-    _, bf = failed_and_pruned("flaky_unkept", store, tmp_path / "marks", tmp_path / "broken")
+    bf = failed_and_pruned("flaky_unkept", store, tmp_path / "marks", tmp_path / "broken")
     with pytest.raises(InvalidOptionError, match="takes the output of step 'extract', which was not kept"):
         bf.debug("b", post_mortem=False)
 

@@ -236,7 +236,8 @@ def execute_run(
                     emit(Event(run_id, StepStatus.REUSED, now(), attempt, step.name, note))
                     continue
             step_attempt = 1
-            running_step[:] = [step.name]
+            if live:
+                running_step[:] = [step.name]
             while True:
                 emit(Event(run_id, StepStatus.RUNNING, now(), attempt, step.name, None, step_attempt))
                 try:
